@@ -1,0 +1,1 @@
+"""Applications: live microphone demo and streaming WebSocket server."""

@@ -1,0 +1,1 @@
+"""Training side of edgeasr: corpus building, model definition, losses, training loop."""
