@@ -354,3 +354,14 @@ def test_torch_dither_is_seeded_and_errors_are_clear(make_signal):
         compute_features_torch(wav, lens + 1)
     with pytest.raises(ValueError, match="Kaldi mel banks only"):
         compute_features_torch(wav, lens, config=FeatureConfig(is_librosa=True))
+
+
+@pytest.mark.parametrize("window", ["hamming", "hanning", "blackman", "sine"])
+def test_torch_window_types_match_runtime(make_signal, window):
+    pytest.importorskip("torch")
+    from edgeasr.train.features import compute_features_torch
+
+    cfg = FeatureConfig(window_type=window)
+    x = make_signal("noise", duration=0.5, amplitude=0.2, seed=11)
+    feats, _ = compute_features_torch(*_batch([x]), config=cfg)
+    assert np.max(np.abs(feats[0].numpy() - compute_features(x, cfg))) <= 1e-3
