@@ -23,6 +23,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from edgeasr.errors import EdgeAsrError
+
 __all__ = [
     "MAX_SAMPLE_RATE",
     "MIN_SAMPLE_RATE",
@@ -49,7 +51,7 @@ AudioSource = str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO
 PcmDtype = Literal["int16", "float32"]
 
 
-class AudioError(ValueError):
+class AudioError(EdgeAsrError, ValueError):
     """Audio that cannot be used: the message names the source (file or ``<bytes>``) and why."""
 
     def __init__(self, source: str, problem: str) -> None:

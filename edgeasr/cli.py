@@ -28,13 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeasr import __version__
+from edgeasr.errors import EdgeAsrError
 
 __all__ = ["COMMANDS", "CLIError", "Command", "build_parser", "main", "register"]
 
 PROG = "edgeasr"
 
 
-class CLIError(Exception):
+class CLIError(EdgeAsrError):
     """Bad command-line input; printed as ``edgeasr: error: <message>``, exit status 2."""
 
 
@@ -107,7 +108,7 @@ def _selected_command(argv: Sequence[str]) -> str | None:
 
 
 def _is_user_error(e: BaseException) -> bool:
-    return isinstance(e, (CLIError, OSError)) or type(e).__module__.split(".")[0] == "edgeasr"
+    return isinstance(e, (EdgeAsrError, OSError)) or type(e).__module__.split(".")[0] == "edgeasr"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeasr.audio import AudioError, probe_audio
+from edgeasr.errors import EdgeAsrError
 from edgeasr.text import normalize_text
 
 __all__ = [
@@ -54,7 +55,7 @@ _OPTIONAL: dict[str, tuple[type, ...]] = {
 }
 
 
-class ManifestError(ValueError):
+class ManifestError(EdgeAsrError, ValueError):
     """A manifest or corpus folder that cannot be read; the message names file and line."""
 
 

@@ -24,6 +24,8 @@ from typing import Literal
 
 import sentencepiece as spm
 
+from edgeasr.errors import EdgeAsrError
+
 __all__ = [
     "BLANK_ID", "BLANK_PIECE", "UNK_ID", "UNK_PIECE", "Tokenizer", "TokenizerError", "read_tokens",
 ]
@@ -36,7 +38,7 @@ UNK_PIECE = "<unk>"
 ModelType = Literal["bpe", "unigram"]
 
 
-class TokenizerError(ValueError):
+class TokenizerError(EdgeAsrError, ValueError):
     """A tokenizer model that is missing, unreadable, or breaks the id convention."""
 
 
