@@ -1,0 +1,252 @@
+"""Training recipe: config, sampler, dataset/collate, checkpoints, exact resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from edgeasr.train.checkpoint import (
+    CheckpointError,
+    average_checkpoints,
+    get_rng_state,
+    latest_checkpoint,
+    load_checkpoint,
+    rotate_checkpoints,
+    save_checkpoint,
+    set_rng_state,
+)
+from edgeasr.train.config import ConfigError, ManifestSpec, OptimConfig, load_config
+from edgeasr.train.data import AsrDataset, collate, global_cmvn, make_loader, sampler_for
+from edgeasr.train.sampler import DynamicBucketSampler
+
+from edgeasr.tokenizer import Tokenizer
+
+CONFIGS = Path(__file__).resolve().parents[1] / "train" / "configs"
+SPEECH = Path("/work/shared/data/speechocean762-train")
+WORDS = ["the", "cat", "sat", "on", "a", "mat", "we", "call", "it", "bear", "zero", "one", "two",
+         "three", "four", "five", "six", "seven"]
+
+
+# ---------------------------------------------------------------------------- fixtures
+def _durations(n: int = 300, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0.5, 12.0, n)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny synthetic corpus: 12 speech-like wavs, a manifest, a tokenizer; plus one
+    manifest line pointing at a corrupt file."""
+    root = tmp_path_factory.mktemp("corpus")
+    rng = np.random.default_rng(0)
+    lines = []
+    texts = []
+    for i in range(12):
+        dur = 0.6 + 0.1 * i
+        n = int(dur * 16000)
+        t = np.arange(n) / 16000
+        f0 = 120 + 10 * i
+        x = 0.3 * np.sin(2 * np.pi * f0 * t) * (0.5 - 0.5 * np.cos(2 * np.pi * 3 * t))
+        x += 0.01 * rng.standard_normal(n)
+        sf.write(root / f"u{i}.wav", x.astype(np.float32), 16000)
+        text = " ".join(rng.choice(WORDS, size=2 + i % 3))
+        texts.append(text)
+        lines.append({"id": f"u{i}", "audio": f"u{i}.wav", "text": text, "duration": dur})
+    (root / "bad.wav").write_bytes(b"RIFF....not really a wav file at all")
+    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    bad = [*lines[:3], {"id": "bad", "audio": "bad.wav", "text": "the cat", "duration": 1.0}]
+    (root / "with_bad.jsonl").write_text("".join(json.dumps(r) + "\n" for r in bad))
+    Tokenizer.train([*texts, *WORDS] * 3, root / "tok", vocab_size=40)
+    return {"root": root, "train": root / "train.jsonl", "with_bad": root / "with_bad.jsonl",
+            "tokenizer": root / "tok.model"}
+
+
+# ---------------------------------------------------------------------------- config
+def test_shipped_configs_load_and_validate() -> None:
+    for name in ("default.toml", "tiny.toml"):
+        cfg = load_config(CONFIGS / name)
+        assert cfg.data.train and cfg.data.max_duration > 0
+        assert cfg.to_dict()["optim"]["betas"] == list(cfg.optim.betas)
+
+
+def test_config_overrides_and_errors(tmp_path: Path) -> None:
+    cfg = load_config(CONFIGS / "tiny.toml", ["loop.max_steps=7", "optim.lr=0.5",
+                                              "tokenizer=other.model"])
+    assert (cfg.loop.max_steps, cfg.optim.lr, cfg.tokenizer) == (7, 0.5, "other.model")
+    with pytest.raises(ConfigError, match="optim.lr"):
+        load_config(CONFIGS / "tiny.toml", ["optim.lr=-1"])
+    with pytest.raises(ConfigError, match="unknown config key.*loop.max_stpes"):
+        load_config(CONFIGS / "tiny.toml", ["loop.max_stpes=3"])
+    with pytest.raises(ConfigError, match="max_utt_duration"):
+        load_config(CONFIGS / "tiny.toml", ["data.max_utt_duration=1000"])
+    bad = tmp_path / "bad.toml"
+    bad.write_text("seed = [unclosed")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(bad)
+
+
+def test_learning_rate_schedules() -> None:
+    from edgeasr.train.fit import learning_rate
+
+    noam = OptimConfig(lr=1.0, warmup_steps=100, schedule="noam")
+    assert learning_rate(0, noam, 0) == pytest.approx(0.01)
+    assert learning_rate(99, noam, 0) == pytest.approx(1.0)
+    assert learning_rate(399, noam, 0) == pytest.approx(0.5)  # sqrt(100 / 400)
+    cos = OptimConfig(lr=1.0, warmup_steps=10, schedule="cosine", min_lr_ratio=0.1)
+    assert learning_rate(9, cos, 110) == pytest.approx(1.0)
+    assert learning_rate(59, cos, 110) == pytest.approx(0.55)  # half way: (1 + 0.1) / 2
+    assert learning_rate(500, cos, 110) == pytest.approx(0.1)
+
+
+# ---------------------------------------------------------------------------- sampler
+def test_sampler_respects_budget_and_covers_epoch() -> None:
+    d = _durations()
+    s = DynamicBucketSampler(d, max_duration=40.0, num_buckets=5, seed=3)
+    batches = list(s)
+    for b in batches:
+        assert len(b) * d[b].max() <= 40.0 + 1e-9
+    assert sorted(i for b in batches for i in b) == list(range(len(d)))
+    # Bucketing keeps padding low: within a batch the durations are close.
+    spread = np.mean([d[b].max() - d[b].min() for b in batches if len(b) > 1])
+    assert spread < 2.5
+
+
+def test_sampler_is_deterministic_per_seed_and_epoch() -> None:
+    d = _durations()
+    a = DynamicBucketSampler(d, 40.0, seed=3)
+    b = DynamicBucketSampler(d, 40.0, seed=3)
+    assert list(a) == list(b)
+    first = list(a)
+    a.set_epoch(1)
+    assert list(a) != first
+    c = DynamicBucketSampler(d, 40.0, seed=4)
+    assert list(c) != first
+
+
+def test_sampler_repeats_weight_manifests() -> None:
+    d = np.full(100, 2.0)
+    repeats = np.r_[np.full(50, 3.0), np.full(50, 0.5)]
+    s = DynamicBucketSampler(d, 20.0, num_buckets=1, repeats=repeats, seed=0)
+    counts = np.bincount([i for b in s for i in b], minlength=100)
+    assert (counts[:50] == 3).all()
+    assert set(counts[50:].tolist()) <= {0, 1}
+    assert 15 <= counts[50:].sum() <= 35
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_sampler_ddp_shards_disjoint_covering_equal(world_size: int) -> None:
+    d = _durations(301)
+    shards = []
+    for rank in range(world_size):
+        s = DynamicBucketSampler(d, 30.0, seed=5, rank=rank, world_size=world_size)
+        shards.append(list(s))
+        assert len(shards[-1]) == len(s)
+    assert len({len(sh) for sh in shards}) == 1  # equal step counts: DDP never hangs
+    items = [i for sh in shards for b in sh for i in b]
+    assert sorted(items) == list(range(len(d)))  # disjoint and covering
+    for sh in shards:
+        for b in sh:
+            assert len(b) * d[b].max() <= 30.0 + 1e-9
+
+
+def test_sampler_resumes_at_next_batch() -> None:
+    d = _durations()
+    s = DynamicBucketSampler(d, 40.0, seed=3)
+    s.set_epoch(2)
+    full = list(s)
+    state = s.state_dict(batches_done=5)
+    fresh = DynamicBucketSampler(d, 40.0, seed=3)
+    fresh.load_state_dict(state)
+    assert list(fresh) == full[5:]
+    assert list(fresh) == full  # the skip applies to one iteration only
+    with pytest.raises(ValueError, match="seed"):
+        DynamicBucketSampler(d, 40.0, seed=9).load_state_dict(state)
+
+
+# ---------------------------------------------------------------------------- data
+def test_dataset_features_tokens_and_collate(corpus: dict[str, Path]) -> None:
+    tok = Tokenizer(corpus["tokenizer"])
+    ds = AsrDataset([ManifestSpec(str(corpus["train"]), repeat=2.0)], tok)
+    assert len(ds) == 12 and ds.repeats == [2.0] * 12
+    ex = ds[3]
+    assert ex is not None and ex.features.shape == (90, 80)  # 0.9 s -> 90 frames
+    assert tok.decode(ex.tokens) == ex.text
+    batch = collate([ds[0], None, ds[3]])
+    assert batch is not None
+    assert batch.features.shape == (2, 90, 80)
+    assert batch.feature_lens.tolist() == [60, 90]
+    assert batch.target_lens.tolist() == [len(ds[0].tokens), len(ex.tokens)]
+    assert (batch.features[0, 60:] == 0).all() and (batch.targets[0, len(ds[0].tokens):] == 0).all()
+    assert collate([None]) is None
+
+
+def test_bad_audio_is_logged_once_and_skipped(
+    corpus: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    tok = Tokenizer(corpus["tokenizer"])
+    ds = AsrDataset([ManifestSpec(str(corpus["with_bad"]))], tok)
+    sampler = sampler_for(ds, max_duration=100.0, num_buckets=1, seed=0)
+    with caplog.at_level(logging.WARNING, logger="edgeasr.train.data"):
+        for _ in range(2):
+            batches = [b for b in make_loader(ds, sampler, num_workers=0)]
+            assert sorted(i for b in batches for i in b.ids) == ["u0", "u1", "u2"]
+    warnings = [r for r in caplog.records if "bad" in r.getMessage()]
+    assert len(warnings) == 1 and "bad.wav" in warnings[0].getMessage()
+
+
+def test_global_cmvn_matches_numpy(corpus: dict[str, Path]) -> None:
+    tok = Tokenizer(corpus["tokenizer"])
+    ds = AsrDataset([ManifestSpec(str(corpus["train"]))], tok)
+    mean, std = global_cmvn(ds, num_utts=100)
+    allf = np.concatenate([ds[i].features for i in range(len(ds))]).astype(np.float64)
+    np.testing.assert_allclose(mean, allf.mean(0), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(std, allf.std(0), rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def _fake_state(value: float, step: int) -> dict:
+    return {
+        "model_config": {"d": 1},
+        "model": {"w": torch.full((2, 3), value), "n": torch.tensor(step)},
+        "tokenizer": b"model-bytes",
+        "train_config": {"seed": 0},
+        "feature_config": {},
+        "step": step,
+        "rng": get_rng_state(),
+    }
+
+
+def test_checkpoint_roundtrip_weights_only_and_rotation(tmp_path: Path) -> None:
+    for step in (10, 20, 30, 40):
+        save_checkpoint(tmp_path / f"step-{step}.pt", _fake_state(step, step))
+    state = torch.load(tmp_path / "step-40.pt", weights_only=True)  # plain data only
+    assert state["tokenizer"] == b"model-bytes" and state["step"] == 40
+    assert latest_checkpoint(tmp_path).name == "step-40.pt"
+    rotate_checkpoints(tmp_path, keep_last=2)
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["step-30.pt", "step-40.pt"]
+    (tmp_path / "junk.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="junk.pt"):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_checkpoint_average_is_mean_of_parameters(tmp_path: Path) -> None:
+    paths = []
+    for k, v in enumerate((1.0, 2.0, 6.0)):
+        paths.append(save_checkpoint(tmp_path / f"epoch-{k}.pt", _fake_state(v, k)))
+    avg = average_checkpoints(paths)
+    assert torch.equal(avg["model"]["w"], torch.full((2, 3), 3.0))
+    assert avg["model"]["n"].item() == 2  # integer buffers: from the last checkpoint
+    assert "optimizer" not in avg and avg["tokenizer"] == b"model-bytes"
+
+
+def test_rng_state_roundtrip() -> None:
+    import random
+
+    state = get_rng_state()
+    a = (random.random(), np.random.rand(), torch.rand(1).item())
+    set_rng_state(state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
