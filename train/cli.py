@@ -15,6 +15,9 @@ from types import ModuleType
 
 COMMANDS: dict[str, str] = {
     "corpus": "edgeasr.train.corpus.cli",
+    "fit": "edgeasr.train.fit",
+    "average": "edgeasr.train.average_cmd",
+    "tokenizer": "edgeasr.train.tokenizer_cmd",
 }
 
 
