@@ -1,0 +1,214 @@
+"""The backend interface: the few graph calls a streaming transducer needs, over numpy arrays.
+
+Every backend (ONNX Runtime, ExecuTorch, PyTorch) implements :class:`Backend`, so decoders and
+the recognizer are written once and tested once (against a small numpy backend in the tests).
+The call names are the graph names of the bundle (docs/architecture.md, last section):
+
+- ``encoder(features[N, T, F], caches) -> (frames[N, C, J], caches)``
+- ``predictor(context[N, K] int64) -> p[N, J]``
+- ``joint_blank(e[N, J], p[N, J]) -> (h[N, J], blank_logit[N], duration_logits[N, D])``
+- ``joint_labels(h[N, J]) -> label_logprobs[N, V-1]``
+- ``iam_joint(frames[N, C, J]) -> (blank_logit[N, C], label_logprobs[N, C, V-1],
+  duration_logits[N, C, D])``
+
+The joint is split in two so that a decoder that has already decided "blank" from the cheap
+blank head never pays for the label softmax (dual blank thresholding). ``D`` is 0 for a model
+without a TDT duration head.
+
+Encoder caches are an ordered ``dict[name, array]`` whose layout (batch axis in particular) is
+described by :class:`CacheSpec`; :func:`stack_caches` / :func:`split_caches` move per-stream
+caches in and out of one batched encoder call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "CacheSpec",
+    "Caches",
+    "ModelSpec",
+    "RecognizerError",
+    "split_caches",
+    "stack_caches",
+]
+
+#: Per-stream (or batched) encoder caches, in the order the encoder graph takes them.
+Caches = dict[str, np.ndarray]
+
+
+class RecognizerError(ValueError):
+    """Base class of every error the streaming runtime raises on purpose (bad input, bad model).
+
+    Catching this catches all of them; the message always names the problem.
+    """
+
+
+class BackendError(RecognizerError):
+    """A model graph could not be loaded or run (missing file, shape mismatch, runtime absent)."""
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """One encoder cache tensor: name, per-stream shape (batch dim = 1), dtype and batch axis.
+
+    Example (sherpa-onnx conformer layout): ``CacheSpec("attn", (L, left, 1, D), "float32", 2)``.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    batch_axis: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.batch_axis < len(self.shape):
+            raise BackendError(
+                f"cache {self.name!r}: batch_axis {self.batch_axis} outside shape {self.shape}"
+            )
+        if self.shape[self.batch_axis] != 1:
+            raise BackendError(
+                f"cache {self.name!r}: per-stream shape {self.shape} must have 1 on the batch axis"
+            )
+
+    def zeros(self, batch: int) -> np.ndarray:
+        """Initial (empty-history) cache for ``batch`` streams."""
+        shape = list(self.shape)
+        shape[self.batch_axis] = batch
+        return np.zeros(shape, dtype=np.dtype(self.dtype))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the runtime must know about a model; filled from the bundle's model.json.
+
+    Attributes:
+        vocab_size: ``V``, blank (id 0) included.
+        joint_dim: ``J``, width of encoder frames, predictor output and joint hidden.
+        chunk_frames: ``C``, encoder frames produced per encoder call.
+        feature_frames: ``T``, feature frames the encoder reads per call (``4C + 7``).
+        feature_shift: feature frames between consecutive chunks (``4C``); the rest is re-read
+            right context (``pad_length``).
+        frame_shift_s: seconds between encoder frames (feature shift x subsampling); used for
+            timestamps and endpointing, never hard-coded.
+        feature_dim: fbank bins per feature frame.
+        context_size: tokens the stateless predictor looks at.
+        durations: TDT durations (encoder frames) of the duration head, empty if none.
+        tail_padding_s: silence appended by ``input_finished()`` so the last word is emitted.
+        caches: encoder cache layout, in graph order.
+        iam_threshold, hat_threshold: recommended gate thresholds (dual blank thresholding).
+    """
+
+    vocab_size: int
+    joint_dim: int
+    chunk_frames: int
+    feature_frames: int
+    feature_shift: int
+    frame_shift_s: float
+    feature_dim: int = 80
+    context_size: int = 2
+    durations: tuple[int, ...] = ()
+    tail_padding_s: float = 0.5
+    caches: tuple[CacheSpec, ...] = field(default_factory=tuple)
+    iam_threshold: float = 0.95
+    hat_threshold: float = 0.95
+
+    def __post_init__(self) -> None:
+        checks = {
+            "vocab_size": self.vocab_size >= 2,
+            "joint_dim": self.joint_dim >= 1,
+            "chunk_frames": self.chunk_frames >= 1,
+            "feature_shift": self.feature_shift >= 1,
+            "feature_frames": self.feature_frames >= self.feature_shift,
+            "frame_shift_s": self.frame_shift_s > 0,
+            "context_size": self.context_size >= 1,
+            "tail_padding_s": self.tail_padding_s >= 0,
+            "durations": all(d >= 0 for d in self.durations)
+            and len(set(self.durations)) == len(self.durations),
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise BackendError(f"invalid model spec field(s) {bad}: {self}")
+
+    @property
+    def num_labels(self) -> int:
+        """``V - 1``: width of the label head (blank excluded)."""
+        return self.vocab_size - 1
+
+    @property
+    def has_durations(self) -> bool:
+        return len(self.durations) > 0
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The graph calls of one loaded model; stateless apart from the loaded weights.
+
+    All arrays are numpy; float tensors are float32, token contexts int64. A backend is shared
+    by every stream of a recognizer, so it must not keep per-stream state.
+    """
+
+    spec: ModelSpec
+
+    def init_caches(self, batch: int) -> Caches:
+        """Zero caches for ``batch`` streams, in graph order."""
+        ...
+
+    def encoder(self, features: np.ndarray, caches: Caches) -> tuple[np.ndarray, Caches]:
+        """One chunk: ``features[N, T, F]`` -> ``(frames[N, C, J], new_caches)``."""
+        ...
+
+    def predictor(self, context: np.ndarray) -> np.ndarray:
+        """``context[N, K]`` int64 (blank 0 pads the start) -> ``p[N, J]``."""
+        ...
+
+    def joint_blank(
+        self, e: np.ndarray, p: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(e[N, J], p[N, J])`` -> ``(h[N, J], blank_logit[N], duration_logits[N, D])``."""
+        ...
+
+    def joint_labels(self, h: np.ndarray) -> np.ndarray:
+        """``h[N, J]`` -> label log-probs ``[N, V-1]`` (softmax over non-blank ids 1..V-1)."""
+        ...
+
+    def iam_joint(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Null-predictor joint of a whole chunk: ``frames[N, C, J]`` ->
+        ``(blank_logit[N, C], label_logprobs[N, C, V-1], duration_logits[N, C, D])``."""
+        ...
+
+
+def stack_caches(per_stream: Sequence[Caches], specs: Sequence[CacheSpec]) -> Caches:
+    """Concatenate single-stream caches along each cache's batch axis (one encoder call)."""
+    if not per_stream:
+        raise BackendError("stack_caches: no streams given")
+    out: Caches = {}
+    for spec in specs:
+        try:
+            parts = [c[spec.name] for c in per_stream]
+            out[spec.name] = np.concatenate(parts, axis=spec.batch_axis)
+        except KeyError as e:
+            raise BackendError(f"stream caches lack {spec.name!r}") from e
+        except ValueError as e:
+            raise BackendError(f"cache {spec.name!r} shapes differ between streams: {e}") from e
+    return out
+
+
+def split_caches(batched: Caches, specs: Sequence[CacheSpec], n: int) -> list[Caches]:
+    """Inverse of :func:`stack_caches`: one contiguous single-stream dict per stream."""
+    out: list[Caches] = [{} for _ in range(n)]
+    for spec in specs:
+        arr = batched[spec.name]
+        if arr.shape[spec.batch_axis] != n:
+            raise BackendError(
+                f"cache {spec.name!r}: batch axis {spec.batch_axis} has "
+                f"{arr.shape[spec.batch_axis]} entries, expected {n}"
+            )
+        for i, part in enumerate(np.split(arr, n, axis=spec.batch_axis)):
+            out[i][spec.name] = np.ascontiguousarray(part)
+    return out

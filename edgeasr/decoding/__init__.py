@@ -1,0 +1,125 @@
+"""Decoding algorithms over the backend interface, and the config that picks one.
+
+Methods (``DecodingConfig.method``):
+
+===========  ====================================================================
+``greedy``   HAT greedy search (:mod:`.greedy`)
+``gated``    greedy + IAM/HAT dual blank thresholding (:mod:`.gating`)
+``tdt``      TDT greedy search with duration skipping (:mod:`.tdt`)
+``nar``      HAINAN non-autoregressive greedy search (:mod:`.nar`)
+``viterbi``  best path through the HAINAN duration lattice (:mod:`.nar`)
+``sar``      NAR draft + predictor-conditioned refinement (:mod:`.sar`)
+``beam``     modified beam search, optional blank penalty (:mod:`.beam`)
+===========  ====================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from edgeasr.backends.base import Backend
+from edgeasr.decoding.base import Decoder, DecoderState, DecodeStats, DecodingError, Hypothesis
+from edgeasr.decoding.beam import ModifiedBeamSearchDecoder
+from edgeasr.decoding.gating import DualBlankGate
+from edgeasr.decoding.greedy import GreedyDecoder
+from edgeasr.decoding.nar import NarGreedyDecoder, ViterbiDecoder
+from edgeasr.decoding.sar import SarDecoder
+from edgeasr.decoding.tdt import DEFAULT_TDT_MAX_SYMBOLS, TdtGreedyDecoder
+
+__all__ = [
+    "METHODS",
+    "DecodeStats",
+    "Decoder",
+    "DecoderState",
+    "DecodingConfig",
+    "DecodingError",
+    "DualBlankGate",
+    "GreedyDecoder",
+    "Hypothesis",
+    "ModifiedBeamSearchDecoder",
+    "NarGreedyDecoder",
+    "SarDecoder",
+    "TdtGreedyDecoder",
+    "ViterbiDecoder",
+    "make_decoder",
+]
+
+METHODS = ("greedy", "gated", "tdt", "nar", "viterbi", "sar", "beam")
+
+
+@dataclass
+class DecodingConfig:
+    """How to turn encoder frames into tokens.
+
+    Attributes:
+        method: one of :data:`METHODS`.
+        max_symbols_per_frame: tokens allowed on one frame (greedy/gated/tdt); ``None`` means 1
+            for greedy/gated (icefall/sherpa streaming default) and 4 for TDT.
+        blank_penalty: subtracted from the HAT blank logit (all methods); > 0 emits more.
+        iam_threshold: θ_IAM of the gate (``gated``); ``None`` takes the bundle's value.
+        hat_threshold: θ_HAT of the gate (``gated``); ``None`` takes the bundle's value.
+        beam_size: ``k`` for ``beam``.
+        sar_steps: refinement passes for ``sar``.
+    """
+
+    method: str = "greedy"
+    max_symbols_per_frame: int | None = None
+    blank_penalty: float = 0.0
+    iam_threshold: float | None = None
+    hat_threshold: float | None = None
+    beam_size: int = 4
+    sar_steps: int = 1
+
+    def validate(self) -> None:
+        """Raise :class:`DecodingError` naming the first bad field."""
+        if self.method not in METHODS:
+            raise DecodingError(f"unknown decoding method {self.method!r}; choose from {METHODS}")
+        if self.max_symbols_per_frame is not None and self.max_symbols_per_frame < 1:
+            raise DecodingError(
+                f"max_symbols_per_frame must be >= 1, got {self.max_symbols_per_frame}"
+            )
+        if self.blank_penalty != self.blank_penalty:  # NaN
+            raise DecodingError("blank_penalty is NaN")
+        for name in ("iam_threshold", "hat_threshold"):
+            v = getattr(self, name)
+            if v is not None and not 0.0 < v <= 1.0:
+                raise DecodingError(f"{name} must be in (0, 1], got {v}")
+        if self.beam_size < 1:
+            raise DecodingError(f"beam_size must be >= 1, got {self.beam_size}")
+        if self.sar_steps < 0:
+            raise DecodingError(f"sar_steps must be >= 0, got {self.sar_steps}")
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def make_decoder(backend: Backend, config: DecodingConfig) -> Decoder:
+    """Build the decoder ``config.method`` names, checking it suits the model."""
+    config.validate()
+    m, bp = config.method, config.blank_penalty
+    if m in ("greedy", "gated"):
+        gate = None
+        if m == "gated":
+            gate = DualBlankGate(
+                iam_threshold=config.iam_threshold or backend.spec.iam_threshold,
+                hat_threshold=config.hat_threshold or backend.spec.hat_threshold,
+            )
+        return GreedyDecoder(
+            backend,
+            max_symbols_per_frame=config.max_symbols_per_frame or 1,
+            blank_penalty=bp,
+            gate=gate,
+        )
+    if m == "tdt":
+        return TdtGreedyDecoder(
+            backend,
+            max_symbols_per_frame=config.max_symbols_per_frame or DEFAULT_TDT_MAX_SYMBOLS,
+            blank_penalty=bp,
+        )
+    if m == "nar":
+        return NarGreedyDecoder(backend, blank_penalty=bp)
+    if m == "viterbi":
+        return ViterbiDecoder(backend, blank_penalty=bp)
+    if m == "sar":
+        return SarDecoder(backend, steps=config.sar_steps, blank_penalty=bp)
+    return ModifiedBeamSearchDecoder(backend, beam=config.beam_size, blank_penalty=bp)

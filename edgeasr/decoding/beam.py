@@ -1,0 +1,132 @@
+"""Modified beam search (icefall ``modified_beam_search``): one symbol per frame, beam ``k``.
+
+At each frame every hypothesis is extended by blank (same tokens) or by one token; the ``k``
+best of all extensions survive, and extensions that end with the same token sequence are merged
+by adding their probabilities (log-sum-exp), as icefall does. Limiting each frame to one symbol
+makes the search frame-synchronous, so all hypotheses of all streams share one predictor call
+and one joint call per frame.
+
+``blank_penalty`` (HENT-SRT, arXiv:2506.02157) is subtracted from the HAT blank logit before
+scoring: it shifts probability mass from blank to the labels and counters the transducer's bias
+towards deletions. With ``k = 1`` and no penalty the search is exactly greedy search with one
+symbol per frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgeasr.backends.base import Backend
+from edgeasr.decoding.base import (
+    BLANK,
+    DecoderState,
+    DecodingError,
+    Hypothesis,
+    check_frames,
+    full_logprobs,
+)
+
+__all__ = ["BeamHyp", "BeamState", "ModifiedBeamSearchDecoder"]
+
+
+@dataclass
+class BeamHyp:
+    """One hypothesis: tokens, their frames, log-probability and cached predictor output."""
+
+    tokens: tuple[int, ...]
+    frames: tuple[int, ...]
+    score: float
+    context: tuple[int, ...]
+    p: np.ndarray | None = None
+
+
+@dataclass
+class BeamState(DecoderState):
+    """The live hypotheses of one stream (best first after every frame)."""
+
+    hyps: list[BeamHyp] = field(default_factory=list)
+
+
+class ModifiedBeamSearchDecoder:
+    """Frame-synchronous beam search over a batch of streams."""
+
+    def __init__(self, backend: Backend, *, beam: int = 4, blank_penalty: float = 0.0) -> None:
+        if beam < 1:
+            raise DecodingError(f"beam size must be >= 1, got {beam}")
+        self.backend = backend
+        self.beam = beam
+        self.blank_penalty = float(blank_penalty)
+
+    def init_state(self) -> BeamState:
+        ctx = (BLANK,) * self.backend.spec.context_size
+        return BeamState(hyps=[BeamHyp((), (), 0.0, ctx)])
+
+    def new_segment(self, state: BeamState) -> BeamState:
+        top = state.hyps[0]
+        return BeamState(
+            frame_offset=state.frame_offset,
+            segment_start=state.frame_offset,
+            hyps=[BeamHyp((), (), 0.0, top.context, top.p)],
+        )
+
+    def best(self, state: BeamState) -> Hypothesis:
+        top = state.hyps[0]
+        return Hypothesis(top.tokens, top.frames, top.score)
+
+    def finalize(self, states: list[BeamState]) -> None:
+        """The best hypothesis is already first after every frame."""
+
+    def _update_predictor(self, hyps: list[BeamHyp]) -> None:
+        todo = [h for h in hyps if h.p is None]
+        if todo:
+            p = self.backend.predictor(np.asarray([h.context for h in todo], dtype=np.int64))
+            for h, row in zip(todo, p, strict=True):
+                h.p = row
+
+    def decode_chunk(self, frames: np.ndarray, states: list[BeamState]) -> None:
+        check_frames(frames, len(states), self.backend.spec.joint_dim)
+        _, c, _ = frames.shape
+        self._update_predictor([h for s in states for h in s.hyps])
+        for t in range(c):
+            owner = np.array([i for i, s in enumerate(states) for _ in s.hyps], dtype=np.int64)
+            flat = [h for s in states for h in s.hyps]
+            e = frames[owner, t]
+            p = np.stack([h.p for h in flat])
+            hid, blank_logit, _ = self.backend.joint_blank(e, p)
+            labels = self.backend.joint_labels(hid)
+            b = np.asarray(blank_logit, dtype=np.float32) - self.blank_penalty
+            logp = full_logprobs(b, labels).astype(np.float64)
+            start = 0
+            for s in states:
+                m = len(s.hyps)
+                s.hyps = self._expand(s, logp[start : start + m], s.frame_offset + t)
+                s.stats.frames += 1
+                s.stats.label_softmaxes += m
+                start += m
+            self._update_predictor([h for s in states for h in s.hyps])
+        for s in states:
+            s.frame_offset += c
+
+    def _expand(self, s: BeamState, logp: np.ndarray, frame: int) -> list[BeamHyp]:
+        """Top-``k`` one-symbol extensions of a stream's hypotheses, merged by token sequence."""
+        v = logp.shape[1]
+        cand = (np.array([h.score for h in s.hyps])[:, None] + logp).reshape(-1)
+        order = np.argsort(-cand, kind="stable")[: self.beam]
+        merged: dict[tuple[int, ...], BeamHyp] = {}
+        for idx in order:
+            src = s.hyps[idx // v]
+            tok = int(idx % v)
+            score = float(cand[idx])
+            if tok == BLANK:
+                new = BeamHyp(src.tokens, src.frames, score, src.context, src.p)
+            else:
+                ctx = (*src.context[1:], tok)
+                new = BeamHyp((*src.tokens, tok), (*src.frames, frame), score, ctx)
+            old = merged.get(new.tokens)
+            if old is None:
+                merged[new.tokens] = new
+            else:
+                old.score = float(np.logaddexp(old.score, new.score))
+        return sorted(merged.values(), key=lambda h: -h.score)

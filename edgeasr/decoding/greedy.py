@@ -1,0 +1,180 @@
+"""Frame-synchronous greedy search for HAT transducers, batched over streams.
+
+One loop serves three methods (they differ only in two switches):
+
+- ``greedy``: plain HAT greedy search (icefall ``greedy_search_batch``): at each frame take the
+  argmax over all V ids; a token updates the predictor and, up to ``max_symbols_per_frame``,
+  stays on the frame; blank moves to the next frame.
+- ``gated``: the same with a :class:`~edgeasr.decoding.gating.DualBlankGate`: IAM-blank frames
+  are skipped, and a HAT blank above ``θ_HAT`` skips the label softmax.
+- ``tdt`` (:mod:`edgeasr.decoding.tdt`): the argmax of the duration head decides how many
+  frames to advance, so frames inside a jump are never evaluated. A jump past the chunk end is
+  carried into the next chunk, which keeps chunked decoding equal to whole-utterance decoding.
+
+Every stream keeps its own time pointer, and each iteration evaluates the joint once for all
+streams whose pointer is still inside the chunk (label looping), so the backend always sees
+batches, whatever each stream decided.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgeasr.backends.base import Backend
+from edgeasr.decoding.base import (
+    BLANK,
+    DecoderState,
+    DecodingError,
+    Hypothesis,
+    check_frames,
+    full_logprobs,
+    sigmoid,
+)
+from edgeasr.decoding.gating import DualBlankGate
+
+__all__ = ["GreedyDecoder", "GreedyState"]
+
+
+@dataclass
+class GreedyState(DecoderState):
+    """Per-stream greedy state: emitted tokens, predictor context and output, TDT carry."""
+
+    tokens: list[int] = field(default_factory=list)
+    token_frames: list[int] = field(default_factory=list)
+    context: list[int] = field(default_factory=list)
+    p: np.ndarray | None = None
+    pending_skip: int = 0  # frames of a TDT jump that fall into the next chunk
+
+
+class GreedyDecoder:
+    """Greedy (optionally gated, optionally duration-skipping) search; see the module doc."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        max_symbols_per_frame: int = 1,
+        blank_penalty: float = 0.0,
+        gate: DualBlankGate | None = None,
+        use_durations: bool = False,
+    ) -> None:
+        if max_symbols_per_frame < 1:
+            raise DecodingError(f"max_symbols_per_frame must be >= 1, got {max_symbols_per_frame}")
+        if use_durations and not backend.spec.has_durations:
+            raise DecodingError("duration skipping needs a TDT model (the bundle has no durations)")
+        self.backend = backend
+        self.max_symbols = max_symbols_per_frame
+        self.blank_penalty = float(blank_penalty)
+        self.gate = gate
+        self.durations = (
+            np.asarray(backend.spec.durations, dtype=np.int64) if use_durations else None
+        )
+
+    def init_state(self) -> GreedyState:
+        return GreedyState(context=[BLANK] * self.backend.spec.context_size)
+
+    def new_segment(self, state: GreedyState) -> GreedyState:
+        return GreedyState(
+            frame_offset=state.frame_offset,
+            segment_start=state.frame_offset,
+            context=list(state.context),
+            p=state.p,
+            pending_skip=state.pending_skip,
+        )
+
+    def best(self, state: GreedyState) -> Hypothesis:
+        return Hypothesis(tuple(state.tokens), tuple(state.token_frames))
+
+    def finalize(self, states: list[GreedyState]) -> None:
+        """Nothing is provisional in greedy search."""
+
+    def _update_predictor(self, states: list[GreedyState]) -> None:
+        """One predictor call for every state whose context changed."""
+        todo = [s for s in states if s.p is None]
+        if todo:
+            ctx = np.asarray([s.context for s in todo], dtype=np.int64)
+            p = self.backend.predictor(ctx)
+            for s, row in zip(todo, p, strict=True):
+                s.p = row
+
+    def decode_chunk(self, frames: np.ndarray, states: list[GreedyState]) -> None:
+        check_frames(frames, len(states), self.backend.spec.joint_dim)
+        n, c, _ = frames.shape
+        self._update_predictor(states)
+        skip_frame = (
+            self.gate.iam_skip(self.backend, frames)
+            if self.gate is not None
+            else np.zeros((n, c), dtype=bool)
+        )
+        t = np.array([s.pending_skip for s in states], dtype=np.int64)
+        symbols = np.zeros(n, dtype=np.int64)  # tokens emitted on the current frame
+        counted = np.full(n, -1, dtype=np.int64)  # last frame counted in stats.frames
+        while True:
+            active = np.flatnonzero(t < c)
+            if active.size == 0:
+                break
+            for i in active:
+                if counted[i] != t[i]:
+                    counted[i] = t[i]
+                    states[i].stats.frames += 1
+            gated = skip_frame[active, t[active]]
+            for i in active[gated]:
+                states[i].stats.skipped_frames += 1
+                t[i] += 1
+                symbols[i] = 0
+            run = active[~gated]
+            if run.size == 0:
+                continue
+            self._step(frames, states, run, t, symbols)
+        for i, s in enumerate(states):
+            s.pending_skip = int(t[i] - c)
+            s.frame_offset += c
+
+    def _step(
+        self,
+        frames: np.ndarray,
+        states: list[GreedyState],
+        run: np.ndarray,
+        t: np.ndarray,
+        symbols: np.ndarray,
+    ) -> None:
+        """Evaluate the joint once for streams ``run`` at their current frames; advance them."""
+        e = frames[run, t[run]]
+        p = np.stack([states[i].p for i in run])
+        h, blank_logit, dur_logits = self.backend.joint_blank(e, p)
+        blank_logit = np.asarray(blank_logit, dtype=np.float32) - self.blank_penalty
+        tokens = np.full(run.size, BLANK, dtype=np.int64)
+        need = (
+            ~self.gate.hat_skip(sigmoid(blank_logit))
+            if self.gate is not None
+            else np.ones(run.size, dtype=bool)
+        )
+        if need.any():
+            labels = self.backend.joint_labels(h[need])
+            tokens[need] = np.argmax(full_logprobs(blank_logit[need], labels), axis=-1)
+        if self.durations is not None:
+            dur = self.durations[np.argmax(dur_logits, axis=-1)]
+        for k, i in enumerate(run):
+            s = states[i]
+            if need[k]:
+                s.stats.label_softmaxes += 1
+            else:
+                s.stats.skipped_softmaxes += 1
+            tok = int(tokens[k])
+            if tok == BLANK:
+                advance = max(int(dur[k]), 1) if self.durations is not None else 1
+            else:
+                s.tokens.append(tok)
+                s.token_frames.append(s.frame_offset + int(t[i]))
+                s.context = [*s.context[1:], tok]
+                s.p = None
+                symbols[i] += 1
+                advance = int(dur[k]) if self.durations is not None else 0
+                if advance == 0 and symbols[i] >= self.max_symbols:
+                    advance = 1
+            if advance:
+                t[i] += advance
+                symbols[i] = 0
+        self._update_predictor([states[i] for i in run])
