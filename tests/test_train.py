@@ -250,3 +250,77 @@ def test_rng_state_roundtrip() -> None:
     a = (random.random(), np.random.rand(), torch.rand(1).item())
     set_rng_state(state)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
+
+
+# ---------------------------------------------------------------------------- training loop
+def tiny_config(corpus: dict[str, Path], *overrides: str):
+    """The shipped tiny config pointed at the synthetic test corpus."""
+    return load_config(CONFIGS / "tiny.toml", [
+        f"tokenizer={json.dumps(str(corpus['tokenizer']))}",
+        f'data.train=[{{manifest={json.dumps(str(corpus["train"]))}}}]',
+        f'data.valid=[{{manifest={json.dumps(str(corpus["train"]))}, name="dev"}}]',
+        *overrides,
+    ])
+
+
+def _params(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def test_resume_continues_bit_exact(corpus: dict[str, Path], tmp_path: Path) -> None:
+    """6 steps straight == 3 steps, stop, resume, 3 more (dropout, SpecAugment, chunk sampling
+    and null-predictor masking all draw random numbers, and validation runs in between)."""
+    from edgeasr.train.fit import fit
+
+    fit(tiny_config(corpus, "loop.max_steps=6"), tmp_path / "straight")
+    fit(tiny_config(corpus, "loop.max_steps=3"), tmp_path / "split")
+    first_half = _params(tmp_path / "split" / "step-3.pt")
+    fit(tiny_config(corpus, "loop.max_steps=6"), tmp_path / "split", resume=True)
+    a = _params(tmp_path / "straight" / "step-6.pt")
+    b = _params(tmp_path / "split" / "step-6.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert not torch.equal(first_half["encoder.out_proj.weight"], b["encoder.out_proj.weight"])
+    # The log covers both halves once: steps 1..6, and the CMVN buffer was set.
+    log = [json.loads(x) for x in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6]
+    assert not torch.equal(a["encoder.cmvn.mean"], torch.zeros_like(a["encoder.cmvn.mean"]))
+    assert (tmp_path / "split" / "curves.png").stat().st_size > 1000
+
+
+def test_load_for_inference_and_average_command(corpus: dict[str, Path], tmp_path: Path) -> None:
+    from edgeasr.train.average_cmd import newest_checkpoints
+    from edgeasr.train.checkpoint import load_for_inference
+    from edgeasr.train.cli import main as cli_main
+    from edgeasr.train.fit import fit
+
+    exp = tmp_path / "exp"
+    fit(tiny_config(corpus, "loop.max_steps=8", "data.valid=[]"), exp)
+    epochs = newest_checkpoints(exp, 2)
+    assert [p.name for p in epochs] == ["epoch-1.pt", "epoch-2.pt"]
+    out = tmp_path / "avg.pt"
+    assert cli_main(["average", "--exp-dir", str(exp), "--last", "2", "--out", str(out)]) == 0
+    model, tok_bytes, configs = load_for_inference(out)
+    assert tok_bytes == corpus["tokenizer"].read_bytes()
+    assert configs["model_config"]["d_model"] == 32
+    assert configs["feature_config"]["num_mel_bins"] == 80
+    a, b = _params(epochs[0]), _params(epochs[1])
+    for k, v in model.state_dict().items():
+        if torch.is_floating_point(v):
+            torch.testing.assert_close(v, (a[k] + b[k]) / 2, rtol=0, atol=1e-7)
+    assert not model.training
+
+
+def test_tokenizer_command(tmp_path: Path, corpus: dict[str, Path]) -> None:
+    from edgeasr.train.cli import main as cli_main
+
+    extra = tmp_path / "more.txt"
+    extra.write_text("Dr. Smith has 3 cats\n\n")
+    out = tmp_path / "tok"
+    assert cli_main(["tokenizer", "--text", str(corpus["train"]), str(extra),
+                     "--vocab-size", "48", "--out", str(out)]) == 0
+    tok = Tokenizer(out / "tokenizer.model")
+    assert tok.vocab_size == 48
+    assert tok.decode(tok.encode("doctor smith has three cats")) == "doctor smith has three cats"
+    assert (out / "tokens.txt").read_text().splitlines()[0] == "<blk> 0"

@@ -301,7 +301,7 @@ class Trainer:
         self.scaler.update()
         self.step += 1
         parts = {k: float(v) for k, v in out.parts.items()}
-        return {"loss": float(out.loss), "lr": lr, "grad_norm": grad_norm, "parts": parts}
+        return {"loss": float(out.loss.detach()), "lr": lr, "grad_norm": grad_norm, "parts": parts}
 
     def train(self) -> dict[str, Any]:
         """Run until ``max_epochs`` or ``max_steps``; returns the last validation results."""
@@ -343,15 +343,14 @@ class Trainer:
                 if due_time or due_step:
                     self.save(f"step-{self.step}.pt")
                     last_ckpt_time = time.monotonic()
-            if stop:
-                break
-            self.epoch += 1
-            self.batches_done = 0
-            results = self.validate()
-            self.save(f"epoch-{self.epoch}.pt")
-            last_ckpt_time = time.monotonic()
-        if stop:
-            self.save(f"step-{self.step}.pt")
+            if self.batches_done >= len(self.sampler):  # epoch complete (also when stopping)
+                self.epoch += 1
+                self.batches_done = 0
+                results = self.validate()
+                self.save(f"epoch-{self.epoch}.pt")
+                last_ckpt_time = time.monotonic()
+            elif stop:
+                self.save(f"step-{self.step}.pt")
         if self.dist.distributed:
             dist.barrier()
         return results
