@@ -13,7 +13,7 @@ import itertools
 import numpy as np
 import pytest
 
-from edgeasr.backends.base import CacheSpec, ModelSpec
+from edgeasr.backends.base import BackendSpec, CacheSpec
 from edgeasr.decoding import (
     DecodingConfig,
     DecodingError,
@@ -54,7 +54,7 @@ class ToyBackend:
     ) -> None:
         rng = np.random.default_rng(seed)
         j, v = joint_dim, vocab_size
-        self.spec = ModelSpec(
+        self.spec = BackendSpec(
             vocab_size=v,
             joint_dim=j,
             chunk_frames=chunk,
@@ -329,7 +329,8 @@ def test_nar_without_durations_is_ctc_greedy_on_iam_joint() -> None:
     b, lab, _ = be.iam_joint(frames)
     best = np.argmax(full_logprobs(b, lab), axis=-1)
     for i in range(2):
-        expected = [int(k) for j, k in enumerate(best[i]) if k != 0 and (j == 0 or k != best[i][j - 1])]
+        seq = best[i]
+        expected = [int(k) for j, k in enumerate(seq) if k != 0 and (j == 0 or k != seq[j - 1])]
         assert list(hyps[i].tokens) == expected
     assert sum(len(h.tokens) for h in hyps) > 3
 
@@ -370,7 +371,8 @@ def test_viterbi_is_the_best_lattice_path_and_beats_greedy() -> None:
     for i in range(3):
         tok, tok_lp, durs, dlp = nar_lattice(be, frames[i])
 
-        def score(path: list[int]) -> float:  # path: chosen duration index per visited frame
+        def score(path: list[int], tok_lp=tok_lp, dlp=dlp, durs=durs) -> float:
+            # path: the chosen duration index at each visited frame
             t, s = 0, 0.0
             for k in path:
                 s += tok_lp[t] + dlp[t, k]

@@ -24,16 +24,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
+
+from edgeasr.errors import EdgeAsrError
+
+if TYPE_CHECKING:
+    from edgeasr.bundle import Bundle
 
 __all__ = [
     "Backend",
     "BackendError",
     "CacheSpec",
     "Caches",
-    "ModelSpec",
+    "BackendSpec",
     "RecognizerError",
     "split_caches",
     "stack_caches",
@@ -43,7 +48,7 @@ __all__ = [
 Caches = dict[str, np.ndarray]
 
 
-class RecognizerError(ValueError):
+class RecognizerError(EdgeAsrError, ValueError):
     """Base class of every error the streaming runtime raises on purpose (bad input, bad model).
 
     Catching this catches all of them; the message always names the problem.
@@ -84,7 +89,7 @@ class CacheSpec:
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class BackendSpec:
     """What the runtime must know about a model; filled from the bundle's model.json.
 
     Attributes:
@@ -102,6 +107,7 @@ class ModelSpec:
         tail_padding_s: silence appended by ``input_finished()`` so the last word is emitted.
         caches: encoder cache layout, in graph order.
         iam_threshold, hat_threshold: recommended gate thresholds (dual blank thresholding).
+        max_symbols_per_frame: recommended cap on tokens per frame in greedy search.
     """
 
     vocab_size: int
@@ -117,6 +123,7 @@ class ModelSpec:
     caches: tuple[CacheSpec, ...] = field(default_factory=tuple)
     iam_threshold: float = 0.95
     hat_threshold: float = 0.95
+    max_symbols_per_frame: int = 1
 
     def __post_init__(self) -> None:
         checks = {
@@ -134,6 +141,33 @@ class ModelSpec:
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise BackendError(f"invalid model spec field(s) {bad}: {self}")
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle) -> BackendSpec:
+        """The runtime view of a loaded bundle's ``model.json``."""
+        m, c, d = bundle.model, bundle.chunk, bundle.decoding
+        caches = []
+        for t in bundle.caches:
+            axis = t.batch_axis
+            if axis is None:
+                raise BackendError(f"cache {t.name!r} has no batch dimension 'N' in {t.shape}")
+            caches.append(CacheSpec(t.name, t.concrete_shape(1), t.dtype, axis))
+        return cls(
+            vocab_size=m.vocab_size,
+            joint_dim=m.joint_dim,
+            chunk_frames=c.chunk_frames,
+            feature_frames=c.input_frames,
+            feature_shift=c.feature_frames_per_chunk,
+            frame_shift_s=c.encoder_frame_shift_s,
+            feature_dim=bundle.features.num_mel_bins,
+            context_size=m.context_size,
+            durations=tuple(int(x) for x in m.tdt_durations),
+            tail_padding_s=c.tail_padding_seconds,
+            caches=tuple(caches),
+            iam_threshold=d.theta_iam,
+            hat_threshold=d.theta_hat,
+            max_symbols_per_frame=d.max_symbols_per_frame,
+        )
 
     @property
     def num_labels(self) -> int:
@@ -153,7 +187,7 @@ class Backend(Protocol):
     by every stream of a recognizer, so it must not keep per-stream state.
     """
 
-    spec: ModelSpec
+    spec: BackendSpec
 
     def init_caches(self, batch: int) -> Caches:
         """Zero caches for ``batch`` streams, in graph order."""

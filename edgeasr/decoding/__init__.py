@@ -53,8 +53,8 @@ class DecodingConfig:
 
     Attributes:
         method: one of :data:`METHODS`.
-        max_symbols_per_frame: tokens allowed on one frame (greedy/gated/tdt); ``None`` means 1
-            for greedy/gated (icefall/sherpa streaming default) and 4 for TDT.
+        max_symbols_per_frame: tokens allowed on one frame (greedy/gated/tdt); ``None`` takes
+            the bundle's recommendation for greedy/gated and 4 (NeMo's default) for TDT.
         blank_penalty: subtracted from the HAT blank logit (all methods); > 0 emits more.
         iam_threshold: θ_IAM of the gate (``gated``); ``None`` takes the bundle's value.
         hat_threshold: θ_HAT of the gate (``gated``); ``None`` takes the bundle's value.
@@ -106,7 +106,8 @@ def make_decoder(backend: Backend, config: DecodingConfig) -> Decoder:
             )
         return GreedyDecoder(
             backend,
-            max_symbols_per_frame=config.max_symbols_per_frame or 1,
+            max_symbols_per_frame=config.max_symbols_per_frame
+            or backend.spec.max_symbols_per_frame,
             blank_penalty=bp,
             gate=gate,
         )
