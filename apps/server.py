@@ -15,6 +15,7 @@ result, send ``done`` and close with 1001 before the process exits.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import hmac
@@ -22,6 +23,7 @@ import http
 import json
 import logging
 import mimetypes
+import os
 import signal
 import time
 import wave
@@ -33,6 +35,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 from edgeasr.apps.batcher import Batcher, BatchEvent, Slot, StreamingRecognizer
+from edgeasr.apps.common import AppError, add_model_arguments, load_recognizer
 from edgeasr.apps.protocol import (
     ProtocolError,
     StreamConfig,
@@ -50,7 +53,7 @@ from websockets.http11 import Request, Response
 
 from edgeasr.audio import StreamResampler
 
-__all__ = ["AsrServer", "ServerConfig", "WEB_ROOT"]
+__all__ = ["WEB_ROOT", "AsrServer", "ServerConfig", "add_arguments", "run"]
 
 log = logging.getLogger("edgeasr.apps.server")
 
@@ -417,3 +420,59 @@ async def _close_with(ws: ServerConnection, code: str, message: str, close_code:
         await asyncio.wait_for(ws.send(error_message(code, message)), 2)
     with contextlib.suppress(ConnectionClosed, TimeoutError):
         await ws.close(close_code, code)
+
+
+# ================================================================================ command line
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = ServerConfig()
+    p.add_argument("--host", default=d.host,
+                   help=f"address to listen on (default {d.host}; 0.0.0.0 exposes it)")
+    p.add_argument("--port", type=int, default=d.port, help=f"port (default {d.port})")
+    p.add_argument("--max-connections", type=int, default=d.max_connections, metavar="N")
+    p.add_argument("--max-message-bytes", type=int, default=d.max_message_bytes, metavar="N")
+    p.add_argument("--max-stream-seconds", type=float, default=d.max_stream_seconds,
+                   metavar="S", help="audio per connection (default %(default)s)")
+    p.add_argument("--idle-timeout", type=float, default=d.idle_timeout, metavar="S",
+                   help="close a connection silent for this long (default %(default)s)")
+    p.add_argument("--max-batch", type=int, default=d.max_batch, metavar="N",
+                   help="streams decoded together in one call (default %(default)s)")
+    p.add_argument("--token", default=None,
+                   help="require this bearer token (Authorization header or ?token=); "
+                        "default: the EDGEASR_TOKEN environment variable, else no auth")
+    p.add_argument("--no-web", action="store_true", help="do not serve the browser page at /")
+    p.add_argument("--save-audio", type=Path, default=None, metavar="DIR",
+                   help="write each stream's 16 kHz input to DIR/<id>.wav (debugging)")
+    add_model_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = ServerConfig(
+            host=args.host, port=args.port, max_connections=args.max_connections,
+            max_message_bytes=args.max_message_bytes, max_stream_seconds=args.max_stream_seconds,
+            idle_timeout=args.idle_timeout, max_batch=args.max_batch,
+            auth_token=args.token or os.environ.get("EDGEASR_TOKEN") or None,
+            web_root=None if args.no_web else WEB_ROOT, save_audio_dir=args.save_audio,
+        )
+    except ValueError as e:
+        raise AppError(str(e)) from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    recognizer = load_recognizer(args)
+    info = {"model": str(args.checkpoint or args.bundle or "models/default")}
+
+    async def main() -> None:
+        server = AsrServer(recognizer, config, info=info)
+        try:
+            await server.start()
+        except OSError as e:
+            raise AppError(f"cannot listen on {config.host}:{config.port}: {e.strerror}") from None
+        where = f"{config.host}:{server.port}"
+        print(f"edgeasr serve: listening on ws://{where}/ws"
+              + ("" if args.no_web else f", page at http://{where}/"), flush=True)
+        await server.serve_until_stopped()
+        print("edgeasr serve: stopped", flush=True)
+
+    asyncio.run(main())
+    return 0

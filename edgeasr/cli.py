@@ -59,6 +59,9 @@ COMMANDS: list[Command] = [
             "edgeasr.cli", "_score_arguments", "_score_run"),
     Command("doctor", "report versions, ONNX Runtime providers, audio devices and CPU features",
             "edgeasr.cli", "_doctor_arguments", "_doctor_run"),
+    Command("mic", "live transcription from a microphone", "edgeasr.apps.mic"),
+    Command("serve", "WebSocket streaming recognition server with a browser demo page",
+            "edgeasr.apps.server"),
 ]
 
 
