@@ -176,10 +176,17 @@ _BANK: NoiseBank | None = None
 _OUT: Path | None = None
 
 
-def _init_worker(out_dir: str, babble: list[np.ndarray]) -> None:
+def _init_worker(out_dir: str, bank: NoiseBank) -> None:
     global _BANK, _OUT
-    _BANK = NoiseBank(babble)
+    _BANK = bank
     _OUT = Path(out_dir)
+
+
+def _mp_context() -> mp.context.BaseContext:
+    # fork shares the parent's loaded noise bank and imports (a spawned worker needs ~8 s to
+    # start); safe because the parent never loads onnxruntime (piper is imported in workers).
+    methods = mp.get_all_start_methods()
+    return mp.get_context("fork" if "fork" in methods else "spawn")
 
 
 def _write_atomic(path: Path, audio: np.ndarray) -> None:
@@ -213,7 +220,7 @@ def _run_job(job: Job) -> tuple[str, float, str]:
         return job.outputs[0].id, 0.0, f"{job.voice.key}: {type(e).__name__}: {e}"
 
 
-def _run_jobs(jobs: list[Job], out: Path, n_jobs: int, babble: list[np.ndarray],
+def _run_jobs(jobs: list[Job], out: Path, n_jobs: int, bank: NoiseBank,
               desc: str) -> tuple[float, list[str]]:
     todo = [j for j in jobs if not all((out / o.audio).exists() for o in j.outputs)]
     seconds, errors = 0.0, []
@@ -221,11 +228,11 @@ def _run_jobs(jobs: list[Job], out: Path, n_jobs: int, babble: list[np.ndarray],
         return 0.0, []
     bar = tqdm(total=len(todo), desc=desc, unit="utt", smoothing=0.05)
     if n_jobs <= 1:
-        _init_worker(str(out), babble)
+        _init_worker(str(out), bank)
         results = map(_run_job, todo)
         pool = None
     else:
-        pool = mp.get_context("spawn").Pool(n_jobs, _init_worker, (str(out), babble))
+        pool = _mp_context().Pool(min(n_jobs, len(todo)), _init_worker, (str(out), bank))
         results = pool.imap_unordered(_run_job, todo, chunksize=4)
     try:
         for _, sec, err in results:
@@ -250,7 +257,7 @@ def _make_babble(out: Path, jobs: list[Job], speakers: int, seed: int) -> list[n
         return []
     rng = np.random.default_rng([seed, 99])
     tracks = []
-    for _ in range(max(1, len(clips) // speakers)):
+    for _ in range(len(clips) // speakers):
         idx = rng.choice(len(clips), size=speakers, replace=False)
         track = np.zeros(10 * SR, np.float32)
         for k in idx:
@@ -309,8 +316,13 @@ def _hours(rows: list[dict], key: str) -> dict[str, float]:
     return {k: round(v / 3600, 4) for k, v in sorted(acc.items())}
 
 
-def build_corpus(preset: CorpusPreset, out: Path, seed: int = 0, n_jobs: int | None = None) -> dict:
-    """Build (or finish) the corpus of ``preset`` into ``out``; returns the summary dict."""
+def build_corpus(preset: CorpusPreset, out: Path, seed: int = 0, n_jobs: int | None = None,
+                 sentences: SentencePool | None = None) -> dict:
+    """Build (or finish) the corpus of ``preset`` into ``out``; returns the summary dict.
+
+    ``sentences`` replaces the text collection step (it must come from ``preset.sentences``
+    and ``seed``); tests pass one to build twice without reading the sources twice.
+    """
     t0 = time.time()
     n_jobs = n_jobs or os.cpu_count() or 1
     out.mkdir(parents=True, exist_ok=True)
@@ -327,20 +339,24 @@ def build_corpus(preset: CorpusPreset, out: Path, seed: int = 0, n_jobs: int | N
     voices = [v for v in all_voices() if v.engine in weighted and engine_available(v.engine)]
     by_split = split_voices(voices, preset.voices)
 
-    pool = collect_sentences(preset.sentences, seed)
+    pool = sentences if sentences is not None else collect_sentences(preset.sentences, seed)
     text_counts = write_text_splits(pool, out)
-    bank = NoiseBank()  # plan-time: names only (babble names exist once tracks are made)
-    bank.babble = [(f"babble{i}", np.zeros(0, np.float32))
-                   for i in range(max(1, preset.babble_utts // preset.babble_speakers))
-                   if preset.babble_utts >= preset.babble_speakers]
+    bank = NoiseBank()
+    # Plan with the babble track names; the tracks themselves exist after the babble phase.
+    n_babble = (preset.babble_utts // preset.babble_speakers
+                if preset.babble_utts >= preset.babble_speakers else 0)
+    bank.babble = [(f"babble{i}", np.zeros(0, np.float32)) for i in range(n_babble)]
     jobs = plan_jobs(preset, seed, pool, by_split, bank)
 
-    sec_b, err_b = _run_jobs(jobs["babble"], out, n_jobs, [], "babble")
+    sec_b, err_b = _run_jobs(jobs["babble"], out, n_jobs, bank, "babble")
     babble = _make_babble(out, jobs["babble"], preset.babble_speakers, seed)
-    if len(babble) != len(bank.babble):
-        raise RuntimeError(f"only {len(babble)} of {len(bank.babble)} babble tracks could be "
-                           "made (babble synthesis failed); see the warnings above")
-    sec_m, err_m = _run_jobs(jobs["main"], out, n_jobs, babble, "synth")
+    if n_babble and not babble:
+        raise RuntimeError("no babble track could be made (babble synthesis failed); "
+                           "see the warnings above")
+    # If a few babble utterances failed there are fewer tracks: reuse them round-robin so the
+    # planned names still resolve.
+    bank.babble = [(f"babble{i}", babble[i % len(babble)]) for i in range(n_babble)]
+    sec_m, err_m = _run_jobs(jobs["main"], out, n_jobs, bank, "synth")
     rows = _write_manifests(out, jobs["main"])
     wall = time.time() - t0
 
