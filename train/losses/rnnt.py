@@ -186,13 +186,15 @@ def rnnt_lattice_logz(
     zero = blank.new_zeros(())
     blank = torch.where(ok_blank, blank, zero)
     label = torch.where(ok_label, label, zero)
-    sb, sl = skew(blank), skew(label)  # [B, N, U1]
+    # unbind (not per-step slicing): its backward is one stack, where slicing a big tensor
+    # inside the loop would allocate and zero a full-size gradient at every step.
+    sb, sl = skew(blank).unbind(1), skew(label).unbind(1)  # N x [B, U1]
     alpha = blank.new_full((B, U1), LOG_ZERO)
     alpha[:, 0] = 0.0
     alphas = [alpha]
     for n in range(1, T + U1 - 1):
-        stay = alpha + sb[:, n - 1]  # blank from (t-1, u)
-        move = alpha[:, :-1] + sl[:, n - 1, :-1]  # label from (t, u-1)
+        stay = alpha + sb[n - 1]  # blank from (t-1, u)
+        move = alpha[:, :-1] + sl[n - 1][:, :-1]  # label from (t, u-1)
         alpha = torch.cat([stay[:, :1], torch.logaddexp(stay[:, 1:], move)], dim=1)
         alphas.append(alpha)
     all_alpha = torch.stack(alphas, dim=1)  # [B, N, U1]

@@ -93,7 +93,7 @@ def tdt_loss(
     # Per-duration emission scores; masked to 0 outside each utterance (never read, NaN-safe).
     eb = torch.where(ok_blank[..., None], blank_lp[..., None] + dur[..., kb] - sigma, zero)
     el = torch.where(ok_label[..., None], label_lp[..., None] + dur - sigma, zero)
-    sb, sl = skew(eb), skew(el)  # [B, N, U1, Kb], [B, N, U1, K]
+    sb, sl = skew(eb).unbind(1), skew(el).unbind(1)  # N x [B, U1, Kb], N x [B, U1, K]
 
     n_diag = T + U1 - 1
     alpha = blank_lp.new_full((B, U1), LOG_ZERO)
@@ -105,11 +105,11 @@ def tdt_loss(
         for j, k in enumerate(kb):
             m = n - ds[k]
             if m >= 0:
-                terms.append(alphas[m] + sb[:, m, :, j])
+                terms.append(alphas[m] + sb[m][:, :, j])
         for k, d in enumerate(ds):
             m = n - d - 1
             if m >= 0:
-                terms.append(torch.cat([pad, alphas[m][:, :-1] + sl[:, m, :-1, k]], dim=1))
+                terms.append(torch.cat([pad, alphas[m][:, :-1] + sl[m][:, :-1, k]], dim=1))
         if terms:
             alpha = torch.logsumexp(torch.stack(terms), dim=0)
         else:
