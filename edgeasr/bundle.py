@@ -125,6 +125,11 @@ class TensorSpec:
             raise BundleError(f"{where}: shape must be a list of ints >= 0 or names, got {shape}")
         return cls(name=str(d["name"]), shape=tuple(shape), dtype=d.get("dtype", "float32"))
 
+    @property
+    def batch_axis(self) -> int | None:
+        """Index of the symbolic batch dimension ``"N"`` (None if the tensor has none)."""
+        return self.shape.index("N") if "N" in self.shape else None
+
     def concrete_shape(self, batch: int) -> tuple[int, ...]:
         """The shape with every symbolic dimension set to ``batch`` (the only symbol we use)."""
         return tuple(batch if isinstance(s, str) else s for s in self.shape)
@@ -421,7 +426,11 @@ Graphs = dict[str, dict[str, dict[str, GraphSpec]]]
 
 @dataclass
 class Manifest:
-    """The parsed ``model.json``. ``graphs[format][precision][graph_name]``."""
+    """The parsed ``model.json``. ``graphs[format][precision][graph_name]``.
+
+    ``train_config`` and ``model_config`` are opaque records of what made the model
+    (``edgeasr.train``'s ``TrainConfig`` / ``ModelConfig`` dicts); the runtime never reads them.
+    """
 
     features: FeatureConfig
     model: ModelSpec
@@ -431,6 +440,7 @@ class Manifest:
     tokenizer: TokenizerSpec
     decoding: DecodingDefaults = field(default_factory=DecodingDefaults)
     train_config: dict[str, Any] = field(default_factory=dict)
+    model_config: dict[str, Any] = field(default_factory=dict)
     files: dict[str, FileEntry] = field(default_factory=dict)
     name: str = ""
     created: str = ""
@@ -495,6 +505,7 @@ class Manifest:
             "tokenizer": self.tokenizer.to_dict(),
             "decoding": self.decoding.to_dict(),
             "train_config": self.train_config,
+            "model_config": self.model_config,
             "files": {p: e.to_dict() for p, e in sorted(self.files.items())},
         }
 
@@ -541,8 +552,10 @@ class Manifest:
         if not isinstance(caches_in, list):
             raise BundleError("caches: expected a list")
         train_config = d.get("train_config", {})
-        if not isinstance(train_config, Mapping):
-            raise BundleError("train_config: expected an object")
+        model_config = d.get("model_config", {})
+        for key, value in (("train_config", train_config), ("model_config", model_config)):
+            if not isinstance(value, Mapping):
+                raise BundleError(f"{key}: expected an object")
         return cls(
             features=features,
             model=ModelSpec.from_dict(d["model"]),
@@ -552,6 +565,7 @@ class Manifest:
             tokenizer=TokenizerSpec.from_dict(d["tokenizer"]),
             decoding=DecodingDefaults.from_dict(d.get("decoding", {})),
             train_config=dict(train_config),
+            model_config=dict(model_config),
             files={
                 _check_rel_path(p, f"files[{p!r}]"): FileEntry.from_dict(e, f"files[{p!r}]")
                 for p, e in files_in.items()

@@ -1,0 +1,111 @@
+"""ExecuTorch ``.pte`` graphs: fp32 and int8, delegated to XNNPACK.
+
+fp32: ``torch.export`` program -> ``to_edge_transform_and_lower`` with ``XnnpackPartitioner``.
+int8: PT2E static quantization with ``XNNPACKQuantizer`` (symmetric, per-channel weights,
+per-tensor activations) calibrated on real encoder inputs (:mod:`edgeasr.export.calibration`),
+then the same lowering. Unlike the ONNX dynamic path, XNNPACK int8 needs fixed activation
+scales, hence the calibration.
+
+Tested pins (torch 2.13.0): ``executorch==1.4.1`` + ``torchao==0.18.0``. ExecuTorch plans memory
+for the largest input shape, so graphs export with a small maximum batch (``max_batch``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from edgeasr.export.graphs import GraphDef
+
+__all__ = ["ExecuTorchExportError", "export_pte", "quantize_pt2e", "DEFAULT_MAX_BATCH"]
+
+DEFAULT_MAX_BATCH = 8
+
+
+class ExecuTorchExportError(RuntimeError):
+    """ExecuTorch is missing, or could not lower / quantize a graph."""
+
+
+def _require_executorch() -> None:
+    try:
+        import executorch  # noqa: F401
+    except ImportError:
+        raise ExecuTorchExportError(
+            "ExecuTorch is not installed: pip install executorch==1.4.1 torchao==0.18.0 "
+            "(the release built against torch 2.13)"
+        ) from None
+
+
+def export_pte(
+    graph: GraphDef,
+    path: str | os.PathLike[str],
+    program: torch.export.ExportedProgram | None = None,
+    max_batch: int = DEFAULT_MAX_BATCH,
+) -> Path:
+    """Lower ``graph`` (or its already quantized ``program``) to an XNNPACK ``.pte`` at ``path``."""
+    _require_executorch()
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            if program is None:
+                program = graph.export(max_batch=max_batch)
+            et = to_edge_transform_and_lower(
+                program, partitioner=[XnnpackPartitioner()]
+            ).to_executorch()
+    except ExecuTorchExportError:
+        raise
+    except Exception as e:
+        raise ExecuTorchExportError(f"ExecuTorch lowering of {graph.name!r} failed: {e}") from e
+    path.write_bytes(et.buffer)
+    return path
+
+
+def quantize_pt2e(
+    graph: GraphDef,
+    calibration: Sequence[tuple[torch.Tensor, ...]],
+    max_batch: int = DEFAULT_MAX_BATCH,
+) -> torch.export.ExportedProgram:
+    """PT2E int8 (XNNPACK symmetric, per-channel) of ``graph``, calibrated on ``calibration``
+    (tuples of inputs in the graph's order); returns the program ready for :func:`export_pte`."""
+    _require_executorch()
+    if not calibration:
+        raise ExecuTorchExportError(f"int8 {graph.name!r}: no calibration inputs")
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer()
+    quantizer.set_global(get_symmetric_quantization_config(is_per_channel=True))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            captured = graph.export(max_batch=max_batch).module()
+            prepared = prepare_pt2e(captured, quantizer)
+            with torch.no_grad():
+                for inputs in calibration:
+                    prepared(*inputs)
+            converted = convert_pt2e(prepared)
+            return graph.export(module=converted, max_batch=max_batch)
+    except Exception as e:
+        raise ExecuTorchExportError(f"int8 quantization of {graph.name!r} failed: {e}") from e
+
+
+def run_pte(path: str | os.PathLike[str], inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Run a ``.pte``'s ``forward`` through the ExecuTorch python runtime (parity checks)."""
+    _require_executorch()
+    from executorch.runtime import Runtime
+
+    method = Runtime.get().load_program(Path(path)).load_method("forward")
+    return list(method.execute(list(inputs)))
