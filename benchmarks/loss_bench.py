@@ -10,6 +10,8 @@ path has to materialize:
 * ``pruned`` :func:`rnnt_loss_simple` -> ranges -> :func:`do_rnnt_pruning` ->
   ``[B, T, s_range, V]`` HAT log-probs -> :func:`rnnt_loss_pruned` (loss = simple*0.5 + pruned)
 
+"total s" is forward + backward of the whole path (joint normalization included); "loss-fn s"
+is the part spent inside the loss functions (forward + backward w.r.t. their inputs).
 Each case runs in its own subprocess so the peak RSS (``ru_maxrss``) belongs to it alone; the
 reported figure is peak RSS minus RSS after the inputs were created.
 
@@ -68,32 +70,57 @@ def run_case(case: str, B: int, T: int, U: int, V: int, s_range: int, reps: int)
     ul = torch.randint(U * 3 // 4, U + 1, (B,), generator=g)
     ul[0] = U
 
-    def step() -> float:
-        if case == "rnnt":
-            loss = rnnt_loss(_hat(am[:, :, None] + lm[:, None]), y, tl, ul)
-        elif case == "tdt":
-            dlp = (am_d[:, :, None] + lm_d[:, None]).log_softmax(-1)
-            loss = tdt_loss(_hat(am[:, :, None] + lm[:, None]), dlp, y, tl, ul)
+    def leaf(x: torch.Tensor) -> torch.Tensor:
+        return x.detach().requires_grad_(True)
+
+    def step() -> tuple[float, float]:
+        """Run the whole path; return (loss, seconds spent inside the loss functions only)."""
+        t_loss = 0.0
+        if case in ("rnnt", "tdt"):
+            lp = _hat(am[:, :, None] + lm[:, None])
+            lp_leaf = leaf(lp)
+            t0 = time.perf_counter()
+            if case == "rnnt":
+                loss = rnnt_loss(lp_leaf, y, tl, ul)
+                loss.backward()
+                t_loss = time.perf_counter() - t0
+                lp.backward(lp_leaf.grad)
+            else:
+                dlp = (am_d[:, :, None] + lm_d[:, None]).log_softmax(-1)
+                dlp_leaf = leaf(dlp)
+                loss = tdt_loss(lp_leaf, dlp_leaf, y, tl, ul)
+                loss.backward()
+                t_loss = time.perf_counter() - t0
+                torch.autograd.backward((lp, dlp), (lp_leaf.grad, dlp_leaf.grad))
         else:
+            t0 = time.perf_counter()
             simple, (px_grad, py_grad) = rnnt_loss_simple(lm, am, y, tl, ul)
             ranges = get_rnnt_prune_ranges(px_grad, py_grad, tl, ul, s_range)
+            t_loss += time.perf_counter() - t0
             am_p, lm_p = do_rnnt_pruning(am, lm, ranges)
-            pruned = rnnt_loss_pruned(_hat(am_p + lm_p), y, ranges, tl, ul)
+            lp = _hat(am_p + lm_p)
+            lp_leaf = leaf(lp)
+            t0 = time.perf_counter()
+            pruned = rnnt_loss_pruned(lp_leaf, y, ranges, tl, ul)
             loss = 0.5 * simple + pruned
-        loss.backward()
-        return float(loss)
+            loss.backward()
+            t_loss += time.perf_counter() - t0
+            lp.backward(lp_leaf.grad)
+        return float(loss), t_loss
 
     base = _rss_mib()
-    loss = step()  # warm-up (also the first allocation of every buffer)
-    times = []
+    loss, _ = step()  # warm-up (also the first allocation of every buffer)
+    times, loss_times = [], []
     for _ in range(reps):
         t0 = time.perf_counter()
-        loss = step()
+        loss, t_loss = step()
         times.append(time.perf_counter() - t0)
+        loss_times.append(t_loss)
     return {
         "case": case,
         "loss": loss,
         "time_s": min(times),
+        "loss_time_s": min(loss_times),
         "peak_mib": _peak_rss_mib() - base,
     }
 
@@ -114,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(run_case(a.case, *dims)))
         return
     print(f"B={a.B} T={a.T} U={a.U} V={a.V} s_range={a.s_range} threads={torch.get_num_threads()}")
-    print(f"{'case':8} {'fwd+bwd s':>10} {'peak MiB':>10} {'loss':>10}")
+    print(f"{'case':8} {'total s':>9} {'loss-fn s':>10} {'peak MiB':>9} {'loss':>9}")
     for case in a.cases:
         cmd = [sys.executable, "-m", "benchmarks.loss_bench", "--case", case]
         cmd += [f"--B={a.B}", f"--T={a.T}", f"--U={a.U}", f"--V={a.V}"]
@@ -122,7 +149,10 @@ def main(argv: list[str] | None = None) -> None:
         root = Path(__file__).resolve().parents[1]  # so `-m benchmarks...` resolves
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=root).stdout
         r = json.loads(out.strip().splitlines()[-1])
-        print(f"{case:8} {r['time_s']:10.3f} {r['peak_mib']:10.0f} {r['loss']:10.2f}")
+        print(
+            f"{case:8} {r['time_s']:9.3f} {r['loss_time_s']:10.3f} "
+            f"{r['peak_mib']:9.0f} {r['loss']:9.2f}"
+        )
 
 
 if __name__ == "__main__":
