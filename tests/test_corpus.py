@@ -38,6 +38,12 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 
 
 @pytest.fixture(scope="session")
+def smoke_pool():
+    """The smoke preset's sentences for seed 0, read once (reading the sources takes seconds)."""
+    return collect_sentences(get_preset("smoke").sentences, seed=0)
+
+
+@pytest.fixture(scope="session")
 def manifests(smoke: tuple[Path, dict]) -> dict[str, list[dict]]:
     out, _ = smoke
     return {s: _read(out / f"{s}.jsonl") for s in MANIFEST_SPLITS}
@@ -100,22 +106,20 @@ def test_noisy_test_is_the_clean_test_with_noise(smoke, manifests) -> None:
 
 
 @needs_engines
-def test_text_splits_are_deterministic(smoke) -> None:
+def test_text_splits_are_deterministic(smoke, smoke_pool) -> None:
     out, _ = smoke
-    pool = collect_sentences(get_preset("smoke").sentences, seed=0)
-    for split, sents in pool.splits.items():
+    for split, sents in smoke_pool.splits.items():
         assert (out / "text" / f"{split}.txt").read_text().splitlines() == [s.text for s in sents]
-    other = collect_sentences(get_preset("smoke").sentences, seed=1)
-    assert {s.text for s in other.splits["train"]} != {s.text for s in pool.splits["train"]}
+        assert sents and all(s.split == split for s in sents)
 
 
 @needs_engines
-def test_build_is_deterministic_and_resumable(tmp_path: Path) -> None:
+def test_build_is_deterministic_and_resumable(tmp_path: Path, smoke_pool) -> None:
     preset = dataclasses.replace(get_preset("smoke"), train_utts=10, dev_utts=2, test_utts=2,
                                  ood_utts=2, babble_utts=4)
-    pool = collect_sentences(preset.sentences, seed=3)
-    s1 = build_corpus(preset, tmp_path / "a", seed=3, n_jobs=2, sentences=pool)
-    s2 = build_corpus(preset, tmp_path / "b", seed=3, n_jobs=1, sentences=pool)
+    pool = smoke_pool
+    s1 = build_corpus(preset, tmp_path / "a", seed=0, n_jobs=2, sentences=pool)
+    s2 = build_corpus(preset, tmp_path / "b", seed=0, n_jobs=1, sentences=pool)
     for split in MANIFEST_SPLITS:
         assert (tmp_path / "a" / f"{split}.jsonl").read_text() == \
             (tmp_path / "b" / f"{split}.jsonl").read_text()
@@ -126,14 +130,14 @@ def test_build_is_deterministic_and_resumable(tmp_path: Path) -> None:
     for r in rows[:3]:
         (tmp_path / "a" / r["audio"]).unlink()
     (tmp_path / "a" / "train.jsonl").unlink()
-    s3 = build_corpus(preset, tmp_path / "a", seed=3, n_jobs=1, sentences=pool)
+    s3 = build_corpus(preset, tmp_path / "a", seed=0, n_jobs=1, sentences=pool)
     assert (tmp_path / "a" / "train.jsonl").read_text() == before
     redone = sum(r["duration"] for r in rows[:3]) / 3600
     assert s3["build"]["audio_hours_this_run"] == pytest.approx(redone, abs=2e-4)
 
 
 @needs_engines
-def test_missing_engine_is_reported_and_skipped(tmp_path: Path, monkeypatch) -> None:
+def test_missing_engine_is_reported_and_skipped(tmp_path: Path, monkeypatch, smoke_pool) -> None:
     from edgeasr.train.corpus import build
 
     real = build.engine_available
@@ -141,13 +145,13 @@ def test_missing_engine_is_reported_and_skipped(tmp_path: Path, monkeypatch) -> 
     preset = dataclasses.replace(get_preset("smoke"), train_utts=4, dev_utts=0, test_utts=1,
                                  ood_utts=0, babble_utts=0,
                                  engine_weights=(("festival", 5.0), ("flite", 1.0)))
-    pool = collect_sentences(preset.sentences, seed=0)
-    s = build_corpus(preset, tmp_path, seed=0, n_jobs=1, sentences=pool)
+    s = build_corpus(preset, tmp_path, seed=0, n_jobs=1, sentences=smoke_pool)
     assert s["missing_engines"] == {"festival": "apt-get install -y festival festvox-kallpc16k "
                                     "festvox-kdlpc16k festvox-us-slt-hts"}
     assert s["hours_per_engine"].keys() == {"flite"} and s["counts"]["train"] == 4
     with pytest.raises(RuntimeError, match="requires TTS engine 'festival'"):
-        build_corpus(dataclasses.replace(preset, required_engines=("festival",)), tmp_path)
+        build_corpus(dataclasses.replace(preset, required_engines=("festival",)), tmp_path,
+                     sentences=smoke_pool)
 
 
 def test_voice_split_holds_out_whole_voices_accents_and_variants() -> None:
