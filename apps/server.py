@@ -291,7 +291,7 @@ class AsrServer:
                 close_code = CLOSE_TOO_BIG if error.code == "duration_limit" else CLOSE_POLICY
             elif error is not None:
                 raise error
-            if session.reader.cancelled():
+            if self._stopping:
                 close_code = CLOSE_GOING_AWAY
             tail = session.resampler.flush()
             self._keep_audio(session, tail)
@@ -312,8 +312,11 @@ class AsrServer:
         ws, config = session.ws, session.config
         max_samples = int(self.config.max_stream_seconds * config.sample_rate)
         while True:
+            if self._stopping:  # shutdown began: the handler flushes what arrived so far
+                return
             try:
-                message = await asyncio.wait_for(ws.recv(), self.config.idle_timeout)
+                async with asyncio.timeout(self.config.idle_timeout):
+                    message = await ws.recv()
             except TimeoutError:
                 raise ProtocolError(
                     "idle_timeout", f"no message for {self.config.idle_timeout:g} s"
