@@ -1,0 +1,242 @@
+"""Backends: ONNX Runtime on an exported tiny model against the torch backend on the same
+weights (call by call, and whole greedy decodes), bundle loading, and the no-torch guarantee
+of the ONNX Runtime path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeasr.backends.base import BackendError, BackendSpec, CacheSpec, split_caches, stack_caches
+
+torch = pytest.importorskip("torch")
+
+
+def export_fast(g, path: Path) -> None:
+    """The graph modules of :func:`edgeasr.export.graphs.build_graphs` through the TorchScript
+    ONNX exporter: same modules, names and dynamic batch axes as the real export, ~10x faster
+    than the dynamo exporter (which tests/test_export covers)."""
+    import warnings
+
+    axes = dict(zip(g.input_names + g.output_names, g.input_batch_axes + g.output_batch_axes,
+                    strict=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            g.module, g.example_inputs, str(path), dynamo=False, opset_version=17,
+            input_names=list(g.input_names), output_names=list(g.output_names),
+            dynamic_axes={k: {a: "N"} for k, a in axes.items()},
+        )
+
+
+def build_bundle(root: Path, durations: tuple[int, ...] = ()) -> tuple[Path, object]:
+    """Export a random-init tiny model to ``root`` as a complete bundle (ONNX graphs,
+    tokenizer, hashed model.json); returns the folder and the torch model."""
+    from edgeasr.export.graphs import build_graphs
+    from edgeasr.train.model import Transducer
+    from edgeasr.train.model.config import tiny_config
+
+    from edgeasr.bundle import (
+        MODEL_JSON,
+        ChunkProfile,
+        GraphSpec,
+        Manifest,
+        ModelSpec,
+        TokenizerSpec,
+        file_entry,
+    )
+    from edgeasr.features import FeatureConfig
+    from edgeasr.tokenizer import Tokenizer
+
+    torch.manual_seed(0)
+    model = Transducer(tiny_config(durations=durations)).eval()
+    with torch.no_grad():  # random init says "blank" ~always; make it emit some tokens
+        model.joint.blank_head.bias.fill_(-2.8)
+    cfg = model.cfg
+    root.mkdir(parents=True, exist_ok=True)
+    defs = build_graphs(model)
+    graphs = {}
+    for name, g in defs.items():
+        export_fast(g, root / f"{name}.onnx")
+        graphs[name] = GraphSpec(f"{name}.onnx", g.input_specs(), g.output_specs())
+    words = ["abc", "bca", "cab", "dead", "bead", "face", "fade", "cafe", "bed", "add"]
+    tok = Tokenizer.train([" ".join(words[i:] + words[:i]) for i in range(10)], root / "tok",
+                          vocab_size=cfg.vocab_size)
+    tok.write_tokens(root / "tokens.txt")
+    files = ["tok.model", "tokens.txt", *(f"{n}.onnx" for n in defs)]
+    manifest = Manifest(
+        features=FeatureConfig(),
+        model=ModelSpec(kind="hat", vocab_size=cfg.vocab_size, joint_dim=cfg.joint_dim,
+                        context_size=cfg.context_size, tdt_durations=durations),
+        chunk=ChunkProfile(chunk_frames=cfg.chunk_size, subsampling_factor=cfg.subsampling,
+                           pad_length=cfg.pad_length, left_context=cfg.left_context),
+        caches=defs["encoder"].input_specs()[1:],
+        graphs={"onnx": {"fp32": graphs}},
+        tokenizer=TokenizerSpec(model="tok.model", tokens="tokens.txt"),
+        files={f: file_entry(root / f) for f in files},
+        name="tiny-test",
+    )
+    (root / MODEL_JSON).write_text(manifest.to_json())
+    return root, model
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory) -> tuple[Path, object]:
+    return build_bundle(tmp_path_factory.mktemp("bundle") / "tiny", durations=(0, 1, 2))
+
+
+def test_ort_calls_match_torch(tiny_bundle) -> None:
+    from edgeasr.backends.onnxruntime import OrtBackend
+    from edgeasr.backends.torch import TorchBackend
+    from edgeasr.bundle import Bundle
+
+    root, model = tiny_bundle
+    ort_be = OrtBackend(Bundle.load(root), num_threads=1, providers=["CPUExecutionProvider"])
+    th = TorchBackend(model, num_threads=1)
+    assert ort_be.spec.caches == th.spec.caches
+    assert (ort_be.spec.feature_frames, ort_be.spec.chunk_frames) == (23, 4)
+    rng = np.random.default_rng(0)
+    n = 3
+    feats = rng.normal(size=(n, 23, 80)).astype(np.float32)
+    c_o, c_t = ort_be.init_caches(n), th.init_caches(n)
+    for _ in range(3):  # several chunks: the caches carry state
+        f_o, c_o = ort_be.encoder(feats, c_o)
+        f_t, c_t = th.encoder(feats, c_t)
+        np.testing.assert_allclose(f_o, f_t, atol=1e-4)
+        for k in c_t:
+            np.testing.assert_allclose(c_o[k], c_t[k], atol=1e-4)
+    ctx = np.array([[0, 0], [0, 5], [3, 7]], dtype=np.int64)
+    p = ort_be.predictor(ctx)
+    np.testing.assert_allclose(p, th.predictor(ctx), atol=1e-5)
+    for a, b in zip(ort_be.joint_blank(f_o[:, 0], p), th.joint_blank(f_t[:, 0], p), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    h = th.joint_blank(f_t[:, 0], p)[0]
+    np.testing.assert_allclose(ort_be.joint_labels(h), th.joint_labels(h), atol=1e-5)
+    for a, b in zip(ort_be.iam_joint(f_o), th.iam_joint(f_t), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+        assert a.shape[:2] == (n, 4)
+
+
+@pytest.mark.parametrize("method", ["greedy", "gated", "tdt"])
+def test_ort_and_torch_decode_identical_tokens(tiny_bundle, method: str) -> None:
+    from edgeasr.backends.torch import TorchBackend
+    from edgeasr.bundle import Bundle
+    from edgeasr.decoding import DecodingConfig
+    from edgeasr.stream import Recognizer, RecognizerConfig
+    from edgeasr.tokenizer import Tokenizer
+
+    root, model = tiny_bundle
+    dec = DecodingConfig(method=method, iam_threshold=0.6, hat_threshold=0.6)
+    rec_ort = Recognizer.from_bundle(root, backend="onnxruntime", decoding=dec)
+    bundle = Bundle.load(root)
+    rec_th = Recognizer(
+        TorchBackend(model, BackendSpec.from_bundle(bundle)),
+        Tokenizer(bundle.tokenizer_path),
+        bundle.features,
+        RecognizerConfig(decoding=dec),
+    )
+    x = (0.2 * np.random.default_rng(1).standard_normal(16000)).astype(np.float32)
+    r_o = rec_ort.transcribe(x, sample_rate=16000)
+    r_t = rec_th.transcribe(x, sample_rate=16000)
+    assert r_o.tokens == r_t.tokens and len(r_o.tokens) > 0
+    assert r_o.text == r_t.text and r_o.timestamps == r_t.timestamps
+
+
+def test_torch_backend_greedy_matches_training_reference(tiny_bundle) -> None:
+    """The runtime's streaming greedy search == edgeasr.train's reference decoder on the same
+    chunked encoder output (same C, same max symbols per frame)."""
+    from edgeasr.train.model.transducer import greedy_decode
+
+    from edgeasr.backends.torch import TorchBackend
+    from edgeasr.decoding import TdtGreedyDecoder
+
+    _, model = tiny_bundle
+    be = TorchBackend(model, num_threads=1)
+    rng = np.random.default_rng(3)
+    n_chunks = 3
+    feats = rng.normal(size=(1, 16 * n_chunks + 7, 80)).astype(np.float32)
+    dec = TdtGreedyDecoder(be, max_symbols_per_frame=4)
+    st = dec.init_state()
+    caches = be.init_caches(1)
+    for k in range(n_chunks):
+        frames, caches = be.encoder(feats[:, 16 * k : 16 * k + 23], caches)
+        dec.decode_chunk(frames, [st])
+    ref = greedy_decode(model, torch.from_numpy(feats), chunk_size=4, max_symbols_per_frame=4)
+    assert st.tokens == ref[0]
+
+
+def test_bundle_without_split_joint_is_named(tiny_bundle, tmp_path) -> None:
+    import shutil
+
+    from edgeasr.backends.onnxruntime import OrtBackend
+    from edgeasr.bundle import Bundle
+
+    root = tmp_path / "b"
+    shutil.copytree(tiny_bundle[0], root)
+    mj = json.loads((root / "model.json").read_text())
+    del mj["graphs"]["onnx"]["fp32"]["joint_labels"]
+    (root / "model.json").write_text(json.dumps(mj))
+    with pytest.raises(BackendError, match="joint_labels"):
+        OrtBackend(Bundle.load(root))
+    with pytest.raises(BackendError, match="checkpoint"):
+        from edgeasr.backends.torch import TorchBackend
+
+        TorchBackend.from_bundle(Bundle.load(root))
+
+
+def test_bundle_of_another_schema_is_refused(tiny_bundle, tmp_path) -> None:
+    import shutil
+
+    from edgeasr.bundle import BundleError
+    from edgeasr.stream import Recognizer
+
+    root = tmp_path / "b"
+    shutil.copytree(tiny_bundle[0], root)
+    mj = json.loads((root / "model.json").read_text())
+    mj["schema_version"] = 99
+    (root / "model.json").write_text(json.dumps(mj))
+    with pytest.raises(BundleError, match="schema_version 99"):
+        Recognizer.from_bundle(root)
+
+
+def test_onnxruntime_path_never_imports_torch(tiny_bundle) -> None:
+    root, _ = tiny_bundle
+    code = textwrap.dedent(
+        f"""
+        import sys
+        import numpy as np
+        import edgeasr
+        rec = edgeasr.Recognizer.from_bundle({str(root)!r}, backend="onnxruntime",
+                                             decoding=edgeasr.DecodingConfig(method="gated"))
+        r = rec.transcribe(np.zeros(8000, np.float32), sample_rate=16000)
+        import edgeasr.commands.transcribe, edgeasr.commands.stream_cmd, edgeasr.commands.eval
+        bad = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+        print("TORCH" if bad else "CLEAN", r.is_final)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["CLEAN", "True"]
+
+
+def test_cache_stacking_round_trip() -> None:
+    specs = (CacheSpec("a", (2, 3, 1, 4), "float32", 2), CacheSpec("n", (1,), "int64", 0))
+    rng = np.random.default_rng(0)
+    per = [{"a": rng.normal(size=(2, 3, 1, 4)).astype(np.float32), "n": np.array([i])}
+           for i in range(3)]
+    stacked = stack_caches(per, specs)
+    assert stacked["a"].shape == (2, 3, 3, 4) and list(stacked["n"]) == [0, 1, 2]
+    back = split_caches(stacked, specs, 3)
+    for x, y in zip(per, back, strict=True):
+        np.testing.assert_array_equal(x["a"], y["a"])
+        np.testing.assert_array_equal(x["n"], y["n"])
+    with pytest.raises(BackendError, match="shapes differ"):
+        stack_caches([per[0], {"a": np.zeros((2, 2, 1, 4), np.float32), "n": np.zeros(1)}], specs)
+    with pytest.raises(BackendError, match="batch axis"):
+        CacheSpec("bad", (2, 3), "float32", 1)
