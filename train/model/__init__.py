@@ -15,6 +15,7 @@ from .encoder import (
     CACHE_NAMES,
     Encoder,
     EncoderCaches,
+    StreamingEncoder,
     chunk_attention_mask,
     sample_chunk_size,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "Predictor",
     "SpecAugment",
     "SpecAugmentConfig",
+    "StreamingEncoder",
     "Transducer",
     "chunk_attention_mask",
     "count_parameters",

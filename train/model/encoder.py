@@ -364,3 +364,18 @@ class Encoder(nn.Module):
             feats, EncoderCaches(attn_cache, conv_cache, processed_frames)
         )
         return (frames, *caches.to_tuple())
+
+
+class StreamingEncoder(nn.Module):
+    """The export view of an :class:`Encoder`: ``forward`` is one streaming step over flat
+    tensors, ``(feats, attn_cache, conv_cache, processed_frames) -> (frames, attn_cache,
+    conv_cache, processed_frames)`` (sherpa-onnx ``conformer`` order). Shares the weights."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(
+        self, feats: Tensor, attn_cache: Tensor, conv_cache: Tensor, processed_frames: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return self.encoder.forward_chunk_tuple(feats, attn_cache, conv_cache, processed_frames)
