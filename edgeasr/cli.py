@@ -55,6 +55,12 @@ class Command:
 
 
 COMMANDS: list[Command] = [
+    Command("transcribe", "recognize audio files (text, JSON, token timestamps)",
+            "edgeasr.commands.transcribe"),
+    Command("stream", "play a file through a live stream, showing partial results",
+            "edgeasr.commands.stream_cmd"),
+    Command("eval", "WER, real-time factors and gate skip rates on a JSONL manifest",
+            "edgeasr.commands.eval"),
     Command("score", "WER/CER of hypotheses against references (JSONL or Kaldi text)",
             "edgeasr.cli", "_score_arguments", "_score_run"),
     Command("doctor", "report versions, ONNX Runtime providers, audio devices and CPU features",

@@ -1,0 +1,67 @@
+"""Runtime subcommands of the ``edgeasr`` CLI (``transcribe``, ``stream``, ``eval``).
+
+They share one set of model options (:func:`add_model_arguments`) and one way to build a
+recognizer from them (:func:`recognizer_from_args`), so every command takes the same flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from edgeasr.decoding import METHODS, DecodingConfig
+from edgeasr.stream import BACKENDS, DEFAULT_BUNDLE, Recognizer
+
+__all__ = ["add_model_arguments", "decoding_from_args", "recognizer_from_args"]
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """--bundle/--backend/--decoding and the decoding knobs."""
+    g = p.add_argument_group("model")
+    g.add_argument("--bundle", type=Path, default=None,
+                   help=f"model bundle folder, model.json or .tar (default: {DEFAULT_BUNDLE})")
+    g.add_argument("--backend", choices=BACKENDS, default="onnxruntime",
+                   help="inference runtime (default: onnxruntime)")
+    g.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                   help="graph precision to load from the bundle (default: fp32)")
+    g.add_argument("--num-threads", type=int, default=1, metavar="N",
+                   help="intra-op threads of the backend (default: 1)")
+    d = p.add_argument_group("decoding")
+    d.add_argument("--decoding", choices=METHODS, default="greedy",
+                   help="decoding method (default: greedy)")
+    d.add_argument("--beam-size", type=int, default=4, metavar="K", help="beam (default 4)")
+    d.add_argument("--blank-penalty", type=float, default=0.0, metavar="BP",
+                   help="subtracted from the blank logit; > 0 emits more tokens (default 0)")
+    d.add_argument("--iam-threshold", type=float, default=None, metavar="P",
+                   help="θ_IAM for --decoding gated (default: the bundle's)")
+    d.add_argument("--hat-threshold", type=float, default=None, metavar="P",
+                   help="θ_HAT for --decoding gated (default: the bundle's)")
+    d.add_argument("--max-symbols", type=int, default=None, metavar="N",
+                   help="max tokens per frame for greedy/gated/tdt (default: the bundle's)")
+    d.add_argument("--sar-steps", type=int, default=1, metavar="N",
+                   help="refinement passes for --decoding sar (default 1)")
+
+
+def decoding_from_args(args: argparse.Namespace) -> DecodingConfig:
+    cfg = DecodingConfig(
+        method=args.decoding,
+        max_symbols_per_frame=args.max_symbols,
+        blank_penalty=args.blank_penalty,
+        iam_threshold=args.iam_threshold,
+        hat_threshold=args.hat_threshold,
+        beam_size=args.beam_size,
+        sar_steps=args.sar_steps,
+    )
+    cfg.validate()
+    return cfg
+
+
+def recognizer_from_args(args: argparse.Namespace) -> Recognizer:
+    """Load the model the options name (clear error when the default bundle is absent)."""
+    return Recognizer.from_bundle(
+        args.bundle,
+        backend=args.backend,
+        decoding=decoding_from_args(args),
+        num_threads=args.num_threads,
+        precision=args.precision,
+    )
