@@ -68,12 +68,12 @@ PRESETS: dict[str, CorpusPreset] = {
             engine_weights=(("flite", 0.4), ("festival", 0.2), ("espeak-ng", 0.4)),
         ),
         CorpusPreset(
-            name="dev", train_utts=8000, dev_utts=400, test_utts=400, ood_utts=300,
+            name="dev", train_utts=10500, dev_utts=400, test_utts=400, ood_utts=300,
             babble_utts=64,
             sentences=SentenceConfig(per_source_limit=40000),
         ),
         CorpusPreset(
-            name="full", train_utts=150000, dev_utts=1500, test_utts=1500, ood_utts=1000,
+            name="full", train_utts=180000, dev_utts=1500, test_utts=1500, ood_utts=1000,
             babble_utts=256,
             sentences=SentenceConfig(per_source_limit=None, dev_fraction=0.03,
                                      test_fraction=0.03),
