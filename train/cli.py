@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "fit": "edgeasr.train.fit",
     "average": "edgeasr.train.average_cmd",
     "tokenizer": "edgeasr.train.tokenizer_cmd",
+    "holdout": "edgeasr.train.holdout_cmd",
 }
 
 

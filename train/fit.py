@@ -36,11 +36,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-import torch.distributed as dist
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
+# On a shared CPU, OpenMP threads that spin while waiting make every small op ~100x slower once
+# the machine is oversubscribed (measured: 2 threads, load 10 on 2 cores). Passive waiting
+# costs nothing when the cores are free. Only effective if torch is not imported yet (the CLI).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 from edgeasr.features import FeatureConfig
 from edgeasr.metrics import wer
