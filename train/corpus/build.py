@@ -326,6 +326,8 @@ def build_corpus(preset: CorpusPreset, out: Path, seed: int = 0, n_jobs: int | N
     t0 = time.time()
     n_jobs = n_jobs or os.cpu_count() or 1
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("**/.*.tmp.flac"):  # left by a killed earlier run
+        stale.unlink(missing_ok=True)
     missing_engines = {}
     for engine, _ in preset.engine_weights:
         if not engine_available(engine):
