@@ -52,9 +52,21 @@ def write_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
 
 
 def model_args(tmp_dir: Path) -> list[str]:
-    """Command-line model options for the apps: the default bundle, or a tiny checkpoint."""
+    """Command-line model options for the apps: the default bundle if it exists, else a tiny
+    random model exported to an ONNX bundle (tests/test_backends.build_bundle), else (no
+    exporter) a tiny random training checkpoint for the torch backend."""
     if DEFAULT_BUNDLE.exists():
         return ["--bundle", str(DEFAULT_BUNDLE)]
+    bundle = tmp_dir / "tiny-bundle"
+    if (bundle / "model.json").exists():
+        return ["--bundle", str(bundle)]
+    try:
+        from test_backends import build_bundle
+    except ImportError:
+        build_bundle = None
+    if build_bundle is not None:
+        build_bundle(bundle)
+        return ["--bundle", str(bundle)]
     ckpt = tmp_dir / "tiny.pt"
     if not ckpt.exists():
         write_tiny_checkpoint(ckpt)
@@ -64,10 +76,10 @@ def model_args(tmp_dir: Path) -> list[str]:
 def load_test_recognizer(tmp_dir: Path):  # -> edgeasr.Recognizer
     from edgeasr.stream import Recognizer
 
-    args = model_args(tmp_dir)
-    if args[0] == "--bundle":
-        return Recognizer.from_bundle(args[1])
-    return Recognizer.from_checkpoint(args[1])
+    kind, path = model_args(tmp_dir)
+    if kind == "--bundle":
+        return Recognizer.from_bundle(path)
+    return Recognizer.from_checkpoint(path)
 
 
 def speech_clip(seconds: float | None = 3.0, index: int = 0) -> np.ndarray:
