@@ -276,7 +276,8 @@ def run(args: argparse.Namespace) -> int:
         listing = describe_devices(sd)
         print(listing if listing else NO_DEVICE_HINT)
         return 0 if listing else 1
-    _import_sounddevice()  # fail on a missing PortAudio before loading the model
+    # fail on a missing PortAudio or device before spending seconds loading the model
+    resolve_device(_import_sounddevice(), args.device)
     recognizer = load_recognizer(args)
     config = MicConfig(device=args.device, sample_rate=args.sample_rate,
                        endpoint=not args.no_endpoint, save_wav=args.save_wav)

@@ -66,6 +66,20 @@ def test_printer_rewrites_the_line_on_a_terminal() -> None:
 # ------------------------------------------------------------------------ the capture path
 
 
+def test_no_input_device_says_what_to_install(tmp_path: Path) -> None:
+    """No sound server and no sound card: a one-line error naming what to install."""
+    env = _pulse_env(tmp_path / "nowhere")
+    listing = subprocess.run([sys.executable, "-m", "edgeasr", "mic", "--list-devices"],
+                             env=env, capture_output=True, text=True, timeout=60)
+    if listing.returncode == 0:
+        pytest.skip(f"this machine has input devices of its own: {listing.stdout}")
+    out = subprocess.run([sys.executable, "-m", "edgeasr", "mic", "--bundle", str(tmp_path)],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.startswith("edgeasr: error: no audio input device found")
+    assert "apt-get install pulseaudio libasound2-plugins" in out.stderr
+
+
 def _pulse_env(runtime: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(XDG_RUNTIME_DIR=str(runtime), PULSE_SERVER=f"unix:{runtime}/pulse/native",
