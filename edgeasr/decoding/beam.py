@@ -10,6 +10,11 @@ and one joint call per frame.
 scoring: it shifts probability mass from blank to the labels and counters the transducer's bias
 towards deletions. With ``k = 1`` and no penalty the search is exactly greedy search with one
 symbol per frame.
+
+Hotwords (:mod:`edgeasr.hotwords`): each hypothesis carries its own context-graph state and
+every extension's score includes the graph's step score (bonus for a continued match, back-off
+of the uncommitted bonus for a broken one), as in icefall/sherpa-onnx; ``finalize`` gives back
+the bonus of matches left unfinished before the final ranking.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from edgeasr.decoding.base import (
     check_frames,
     full_logprobs,
 )
+from edgeasr.hotwords import ContextGraph, ContextState
 
 __all__ = ["BeamHyp", "BeamState", "ModifiedBeamSearchDecoder"]
 
@@ -40,6 +46,7 @@ class BeamHyp:
     score: float
     context: tuple[int, ...]
     p: np.ndarray | None = None
+    hw: ContextState | None = None  # context-graph state (None: the root / no hotwords)
 
 
 @dataclass
@@ -47,6 +54,7 @@ class BeamState(DecoderState):
     """The live hypotheses of one stream (best first after every frame)."""
 
     hyps: list[BeamHyp] = field(default_factory=list)
+    hotwords: ContextGraph | None = None  # contextual biasing graph of this stream
 
 
 class ModifiedBeamSearchDecoder:
@@ -69,6 +77,7 @@ class ModifiedBeamSearchDecoder:
             frame_offset=state.frame_offset,
             segment_start=state.frame_offset,
             hyps=[BeamHyp((), (), 0.0, top.context, top.p)],
+            hotwords=state.hotwords,
         )
 
     def best(self, state: BeamState) -> Hypothesis:
@@ -76,7 +85,16 @@ class ModifiedBeamSearchDecoder:
         return Hypothesis(top.tokens, top.frames, top.score)
 
     def finalize(self, states: list[BeamState]) -> None:
-        """The best hypothesis is already first after every frame."""
+        """Remove unfinished hotword bonuses and re-rank; without hotwords the best
+        hypothesis is already first after every frame."""
+        for s in states:
+            g = s.hotwords
+            if g is None:
+                continue
+            for h in s.hyps:
+                back, h.hw = g.finalize(h.hw or g.root)
+                h.score += back
+            s.hyps.sort(key=lambda h: -h.score)
 
     def _update_predictor(self, hyps: list[BeamHyp]) -> None:
         todo = [h for h in hyps if h.p is None]
@@ -112,6 +130,9 @@ class ModifiedBeamSearchDecoder:
     def _expand(self, s: BeamState, logp: np.ndarray, frame: int) -> list[BeamHyp]:
         """Top-``k`` one-symbol extensions of a stream's hypotheses, merged by token sequence."""
         v = logp.shape[1]
+        g = s.hotwords
+        if g is not None:
+            logp = logp + self._bonus(g, s.hyps, v)
         cand = (np.array([h.score for h in s.hyps])[:, None] + logp).reshape(-1)
         order = np.argsort(-cand, kind="stable")[: self.beam]
         merged: dict[tuple[int, ...], BeamHyp] = {}
@@ -120,13 +141,30 @@ class ModifiedBeamSearchDecoder:
             tok = int(idx % v)
             score = float(cand[idx])
             if tok == BLANK:
-                new = BeamHyp(src.tokens, src.frames, score, src.context, src.p)
+                new = BeamHyp(src.tokens, src.frames, score, src.context, src.p, src.hw)
             else:
                 ctx = (*src.context[1:], tok)
                 new = BeamHyp((*src.tokens, tok), (*src.frames, frame), score, ctx)
+                if g is not None:
+                    new.hw = g.step(src.hw or g.root, tok)[1]
             old = merged.get(new.tokens)
             if old is None:
                 merged[new.tokens] = new
             else:
                 old.score = float(np.logaddexp(old.score, new.score))
         return sorted(merged.values(), key=lambda h: -h.score)
+
+    @staticmethod
+    def _bonus(g: ContextGraph, hyps: list[BeamHyp], v: int) -> np.ndarray:
+        """``[len(hyps), V]`` context-graph step scores: 0 for blank (the state stays), the
+        back-off ``-local_score`` for a token that matches nothing, the listed continuation
+        scores otherwise."""
+        out = np.empty((len(hyps), v), dtype=np.float64)
+        for r, h in enumerate(hyps):
+            st = h.hw or g.root
+            out[r] = -st.local_score
+            out[r, BLANK] = 0.0
+            for tok, sc in g.continuations(st).items():
+                if tok < v:
+                    out[r, tok] = sc
+        return out

@@ -11,6 +11,11 @@ One loop serves three methods (they differ only in two switches):
   frames to advance, so frames inside a jump are never evaluated. A jump past the chunk end is
   carried into the next chunk, which keeps chunked decoding equal to whole-utterance decoding.
 
+Hotwords (:mod:`edgeasr.hotwords`): a stream with a context graph adds the graph's bonus to
+the log-probs of the tokens that continue (or start) a phrase before the argmax, so a phrase
+continuation wins over blank or another token when its boosted score is higher; the stream's
+graph state follows the emitted tokens (back-off on a broken match).
+
 Every stream keeps its own time pointer, and each iteration evaluates the joint once for all
 streams whose pointer is still inside the chunk (label looping), so the backend always sees
 batches, whatever each stream decided.
@@ -33,6 +38,7 @@ from edgeasr.decoding.base import (
     sigmoid,
 )
 from edgeasr.decoding.gating import DualBlankGate
+from edgeasr.hotwords import ContextGraph, ContextState
 
 __all__ = ["GreedyDecoder", "GreedyState"]
 
@@ -46,6 +52,8 @@ class GreedyState(DecoderState):
     context: list[int] = field(default_factory=list)
     p: np.ndarray | None = None
     pending_skip: int = 0  # frames of a TDT jump that fall into the next chunk
+    hotwords: ContextGraph | None = None  # contextual biasing graph of this stream
+    hotword_state: ContextState | None = None  # position in it (None: the root)
 
 
 class GreedyDecoder:
@@ -82,6 +90,7 @@ class GreedyDecoder:
             context=list(state.context),
             p=state.p,
             pending_skip=state.pending_skip,
+            hotwords=state.hotwords,
         )
 
     def best(self, state: GreedyState) -> Hypothesis:
@@ -151,9 +160,23 @@ class GreedyDecoder:
             if self.gate is not None
             else np.ones(run.size, dtype=bool)
         )
+        biased = np.array([states[i].hotwords is not None for i in run], dtype=bool)
+        if self.gate is not None and biased.any():
+            # a boosted token can beat blank only if log P(non-blank) + boost > log P(blank),
+            # i.e. boost > blank_logit: evaluate the labels exactly there
+            top = np.array([states[i].hotwords.max_boost if states[i].hotwords else 0.0
+                            for i in run], dtype=np.float32)
+            need |= biased & (top > blank_logit)
         if need.any():
             labels = self.backend.joint_labels(h[need])
-            tokens[need] = np.argmax(full_logprobs(blank_logit[need], labels), axis=-1)
+            logp = full_logprobs(blank_logit[need], labels)
+            for row, k in enumerate(np.flatnonzero(need)):
+                s = states[run[k]]
+                if s.hotwords is None:
+                    continue
+                for tok, bonus in s.hotwords.boosts(s.hotword_state or s.hotwords.root).items():
+                    logp[row, tok] += bonus
+            tokens[need] = np.argmax(logp, axis=-1)
         if self.durations is not None:
             dur = self.durations[np.argmax(dur_logits, axis=-1)]
         for k, i in enumerate(run):
@@ -170,6 +193,8 @@ class GreedyDecoder:
                 s.token_frames.append(s.frame_offset + int(t[i]))
                 s.context = [*s.context[1:], tok]
                 s.p = None
+                if s.hotwords is not None:
+                    _, s.hotword_state = s.hotwords.step(s.hotword_state or s.hotwords.root, tok)
                 symbols[i] += 1
                 advance = int(dur[k]) if self.durations is not None else 0
                 if advance == 0 and symbols[i] >= self.max_symbols:
