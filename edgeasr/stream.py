@@ -44,6 +44,7 @@ from edgeasr.decoding import DecodingConfig, make_decoder
 from edgeasr.decoding.base import DecoderState
 from edgeasr.endpoint import EndpointConfig, detect_endpoint
 from edgeasr.features import FeatureConfig, OnlineFeatureExtractor
+from edgeasr.hotwords import ContextGraph, Hotword, compile_hotwords
 
 __all__ = [
     "BACKENDS",
@@ -147,6 +148,52 @@ class Stream:
         self._segment = 0
         self._feature_frames = spec.feature_frames
         self.error: RecognizerError | None = None
+        self._hotwords: ContextGraph | None = None
+        if recognizer.default_hotwords is not None:
+            self._attach_hotwords(recognizer.default_hotwords)
+
+    # -- contextual biasing ---------------------------------------------------------------------
+    def set_hotwords(
+        self,
+        hotwords: str | Sequence[str | Hotword] | ContextGraph | None,
+        boost: float | None = None,
+    ) -> None:
+        """Bias this stream towards ``hotwords`` (``"kubernetes, Ada Lovelace :2.5"``, a list
+        of phrases, or a compiled graph); ``None`` or empty removes the biasing.
+
+        Takes effect from the next decoded chunk; call it between utterances (after
+        :meth:`Recognizer.reset`) so that no phrase match is cut in half. ``boost`` is the
+        bonus per token of phrases without their own (default: the decoding config's).
+        """
+        if isinstance(hotwords, ContextGraph) or hotwords is None:
+            graph = hotwords
+        else:
+            graph = self._rec.compile_hotwords(hotwords, boost)
+        self._attach_hotwords(graph)
+
+    @property
+    def hotwords(self) -> ContextGraph | None:
+        return self._hotwords
+
+    def _attach_hotwords(self, graph: ContextGraph | None) -> None:
+        st = self._state
+        if graph is not None:
+            if not hasattr(st, "hotwords"):
+                raise StreamError(
+                    f"decoding method {self._rec.config.decoding.method!r} does not support "
+                    "hotwords; use greedy, gated, tdt or beam"
+                )
+            v = self._rec.spec.vocab_size
+            bad = [t for p in graph.phrases for t in p if t >= v]
+            if bad:
+                raise StreamError(f"hotword token ids {sorted(set(bad))} >= vocabulary size {v}")
+        if hasattr(st, "hotwords"):
+            st.hotwords = graph
+            if hasattr(st, "hotword_state"):
+                st.hotword_state = None
+            for h in getattr(st, "hyps", ()):
+                h.hw = None
+        self._hotwords = graph
 
     # -- input ----------------------------------------------------------------------------------
     def accept_waveform(self, sample_rate: int, samples: np.ndarray) -> None:
@@ -273,6 +320,11 @@ class Recognizer:
                 f"{self.spec.feature_dim}"
             )
         self.decoder = make_decoder(backend, self.config.decoding)
+        self.default_hotwords: ContextGraph | None = (
+            self.compile_hotwords(list(self.config.decoding.hotwords))
+            if self.config.decoding.hotwords
+            else None
+        )
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -344,8 +396,24 @@ class Recognizer:
         return cls(be, Tokenizer.from_bytes(tok_bytes, str(path)), feats, config)
 
     # -- streams --------------------------------------------------------------------------------
-    def create_stream(self) -> Stream:
-        return Stream(self)
+    def create_stream(
+        self, hotwords: str | Sequence[str | Hotword] | ContextGraph | None = None
+    ) -> Stream:
+        """A new stream; ``hotwords`` replace the config's default phrases for it."""
+        s = Stream(self)
+        if hotwords is not None:
+            s.set_hotwords(hotwords)
+        return s
+
+    def compile_hotwords(
+        self, hotwords: str | Sequence[str | Hotword], boost: float | None = None
+    ) -> ContextGraph | None:
+        """Normalize + tokenize phrases with this model's tokenizer into a context graph
+        (shareable by any number of streams); ``None`` for an empty list."""
+        if not hasattr(self.tokenizer, "encode"):
+            raise RecognizerError("hotwords need a tokenizer with encode()")
+        b = self.config.decoding.hotwords_score if boost is None else boost
+        return compile_hotwords(hotwords, self.tokenizer, b)  # type: ignore[arg-type]
 
     def is_ready(self, stream: Stream) -> bool:
         return stream.is_ready

@@ -15,7 +15,7 @@ Methods (``DecodingConfig.method``):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from edgeasr.backends.base import Backend
 from edgeasr.decoding.base import Decoder, DecoderState, DecodeStats, DecodingError, Hypothesis
@@ -27,6 +27,7 @@ from edgeasr.decoding.sar import SarDecoder
 from edgeasr.decoding.tdt import DEFAULT_TDT_MAX_SYMBOLS, TdtGreedyDecoder
 
 __all__ = [
+    "HOTWORD_METHODS",
     "METHODS",
     "DecodeStats",
     "Decoder",
@@ -45,6 +46,8 @@ __all__ = [
 ]
 
 METHODS = ("greedy", "gated", "tdt", "nar", "viterbi", "sar", "beam")
+#: The methods that support contextual biasing (hotwords).
+HOTWORD_METHODS = ("greedy", "gated", "tdt", "beam")
 
 
 @dataclass
@@ -60,6 +63,10 @@ class DecodingConfig:
         hat_threshold: θ_HAT of the gate (``gated``); ``None`` takes the bundle's value.
         beam_size: ``k`` for ``beam``.
         sar_steps: refinement passes for ``sar``.
+        hotwords: phrases every new stream is biased towards (``greedy``, ``gated``, ``tdt``,
+            ``beam``; see :mod:`edgeasr.hotwords`; a phrase may end in ``:boost``); a stream
+            can replace them with ``Stream.set_hotwords``.
+        hotwords_score: bonus per matched token for phrases without their own boost.
     """
 
     method: str = "greedy"
@@ -69,6 +76,8 @@ class DecodingConfig:
     hat_threshold: float | None = None
     beam_size: int = 4
     sar_steps: int = 1
+    hotwords: tuple[str, ...] = field(default_factory=tuple)
+    hotwords_score: float = 1.5
 
     def validate(self) -> None:
         """Raise :class:`DecodingError` naming the first bad field."""
@@ -88,6 +97,13 @@ class DecodingConfig:
             raise DecodingError(f"beam_size must be >= 1, got {self.beam_size}")
         if self.sar_steps < 0:
             raise DecodingError(f"sar_steps must be >= 0, got {self.sar_steps}")
+        if not self.hotwords_score > 0:
+            raise DecodingError(f"hotwords_score must be > 0, got {self.hotwords_score}")
+        if self.hotwords and self.method not in HOTWORD_METHODS:
+            raise DecodingError(
+                f"hotwords need a search that follows the predictor ({HOTWORD_METHODS}); "
+                f"--decoding {self.method} cannot be biased"
+            )
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
