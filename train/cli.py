@@ -19,6 +19,9 @@ COMMANDS: dict[str, str] = {
     "average": "edgeasr.train.average_cmd",
     "tokenizer": "edgeasr.train.tokenizer_cmd",
     "holdout": "edgeasr.train.holdout_cmd",
+    "lm": "edgeasr.train.llama.train_lm",
+    "lm-adapt": "edgeasr.train.llama.vocab_adapt",
+    "lm-gguf": "edgeasr.train.llama.gguf_export",
 }
 
 
