@@ -242,7 +242,7 @@ class ContextGraph:
         self._cont_cache[id(state)] = out
         return out
 
-    def boosts(self, state: ContextState) -> dict[int, float]:
+    def bonuses(self, state: ContextState) -> dict[int, float]:
         """The positive part of :meth:`continuations` (cached per state): what greedy
         search adds to the tokens' log-probs. Only promoting, never penalizing, keeps greedy
         biasing from holding on to a wrong partial match; the beam search scores the full

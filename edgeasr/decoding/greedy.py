@@ -174,7 +174,7 @@ class GreedyDecoder:
                 s = states[run[k]]
                 if s.hotwords is None:
                     continue
-                for tok, bonus in s.hotwords.boosts(s.hotword_state or s.hotwords.root).items():
+                for tok, bonus in s.hotwords.bonuses(s.hotword_state or s.hotwords.root).items():
                     logp[row, tok] += bonus
             tokens[need] = np.argmax(logp, axis=-1)
         if self.durations is not None:

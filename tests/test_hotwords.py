@@ -1,0 +1,269 @@
+"""Contextual biasing: the context graph's exact scores (match, fail, back-off, output arcs),
+phrase parsing/compiling, and biased greedy / beam decoding on the numpy toy backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_decoding import ToyBackend, random_frames, run
+from test_stream import SR, signal
+
+from edgeasr.decoding import (
+    DecodingConfig,
+    DecodingError,
+    GreedyDecoder,
+    ModifiedBeamSearchDecoder,
+)
+from edgeasr.decoding.base import full_logprobs
+from edgeasr.hotwords import (
+    ContextGraph,
+    Hotword,
+    HotwordError,
+    compile_hotwords,
+    load_hotwords_file,
+    parse_hotwords,
+)
+from edgeasr.stream import Recognizer, RecognizerConfig, StreamError
+
+
+def walk(g: ContextGraph, tokens: list[int]) -> tuple[list[float], float, list[list[int]]]:
+    """Step scores, the final give-back, and the phrases matched after each token."""
+    st, scores, matched = g.root, [], []
+    for t in tokens:
+        sc, st = g.step(st, t)
+        scores.append(sc)
+        matched.append(g.matched(st))
+    return scores, g.finalize(st)[0], matched
+
+
+# -- the graph -------------------------------------------------------------------------------
+def test_full_match_commits_the_bonus() -> None:
+    g = ContextGraph([[1, 2, 3]], 1.5)
+    scores, back, matched = walk(g, [1, 2, 3])
+    assert scores == [1.5, 1.5, 1.5] and back == 0.0
+    assert matched == [[], [], [0]]
+
+
+def test_failed_match_gives_back_the_partial_bonus() -> None:
+    g = ContextGraph([[1, 2, 3]], 1.5)
+    scores, back, _ = walk(g, [1, 2, 4])
+    assert scores == [1.5, 1.5, -3.0] and back == 0.0  # 4 continues nothing: back to root
+    scores, back, _ = walk(g, [1, 2])
+    assert scores == [1.5, 1.5] and back == -3.0  # unfinished at the end: finalize removes it
+
+
+def test_fail_arc_keeps_the_bonus_of_the_suffix_match() -> None:
+    # "1 2 4": the match of [1 2 3] breaks at 4, but [2 4] continues from the suffix "2"
+    g = ContextGraph([[1, 2, 3], [2, 4]], [1.0, 2.0])
+    scores, back, matched = walk(g, [1, 2, 4])
+    # prefix "2" scores max(1, 2) = 2 as a shared first token of [2 4]; node "1 2" holds 1+1
+    assert scores == [1.0, 1.0, 2.0 + 2.0 - 2.0] and back == 0.0
+    assert matched[-1] == [1]
+    assert sum(scores) == pytest.approx(4.0)  # exactly the full bonus of [2 4]
+
+
+def test_restart_on_the_failing_token() -> None:
+    g = ContextGraph([[1, 2]], 1.0)
+    scores, back, matched = walk(g, [1, 1, 2])
+    assert scores == [1.0, 0.0, 1.0] and back == 0.0  # second 1 restarts: -1 + 1
+    assert matched == [[], [], [0]]
+
+
+def test_output_arcs_commit_nested_phrases() -> None:
+    g = ContextGraph([[1, 2, 3], [2]], [1.0, 0.5])
+    scores, back, matched = walk(g, [1, 2, 5])
+    # at "1 2" the phrase [2] (its own node scores 0.5) ends at a suffix: the output arc
+    # commits its bonus; then 5 breaks [1 2 3] and gives back the uncommitted 1 + 1
+    assert scores == [1.0, 1.0 + 0.5, -2.0] and back == 0.0
+    assert matched[1] == [1]
+    assert sum(scores) == pytest.approx(0.5)  # only [2] was completed
+
+
+def test_shared_prefix_takes_the_larger_boost() -> None:
+    g = ContextGraph([[1, 2], [1, 3]], [1.0, 3.0])
+    assert walk(g, [1, 2])[0] == [3.0, 1.0]
+    assert walk(g, [1, 3])[0] == [3.0, 3.0]
+    assert g.max_boost == 3.0
+
+
+def test_continuations_list_only_tokens_that_differ_from_a_miss() -> None:
+    g = ContextGraph([[1, 2, 3], [2, 4]], [1.0, 2.0])
+    st = g.goto(g.goto(g.root, 1), 2)
+    assert st.local_score == 2.0
+    assert g.continuations(st) == {3: 1.0, 4: 2.0, 1: -1.0, 2: 0.0}
+    assert g.bonuses(st) == {3: 1.0, 4: 2.0}
+    assert g.bonuses(g.root) == {1: 1.0, 2: 2.0}
+    assert g.step(st, 5) == (-2.0, g.root)  # an unlisted token: plain miss
+
+
+def test_bad_graphs_are_rejected() -> None:
+    with pytest.raises(HotwordError, match="no tokens"):
+        ContextGraph([[]])
+    with pytest.raises(HotwordError, match="blank"):
+        ContextGraph([[0, 1]])
+    with pytest.raises(HotwordError, match="boost must be > 0"):
+        ContextGraph([[1]], 0.0)
+
+
+# -- phrase lists ----------------------------------------------------------------------------
+class LetterCodec:
+    """ids 1.. <-> letters a.. (blank 0 skipped, spaces dropped): a tokenizer for the toy."""
+
+    def encode(self, text: str) -> list[int]:
+        return [ord(c) - ord("a") + 1 for c in text if c != " "]
+
+    def decode(self, ids) -> str:
+        return "".join(chr(ord("a") + int(i) - 1) for i in ids if int(i) != 0)
+
+
+def test_parse_phrases_with_boosts_and_comments(tmp_path) -> None:
+    assert parse_hotwords("kubernetes, Ada Lovelace :2.5\n") == [
+        Hotword("kubernetes"), Hotword("Ada Lovelace", 2.5)]
+    f = tmp_path / "hw.txt"
+    f.write_text("# names\nAda Lovelace: 3\nkubectl\n\n", encoding="utf-8")
+    assert load_hotwords_file(f) == [Hotword("Ada Lovelace", 3.0), Hotword("kubectl")]
+    with pytest.raises(HotwordError, match="boost must be > 0"):
+        parse_hotwords("foo :0")
+    with pytest.raises(HotwordError, match="cannot read"):
+        load_hotwords_file(tmp_path / "missing.txt")
+
+
+def test_compile_normalizes_tokenizes_and_merges() -> None:
+    g = compile_hotwords("Dr. Cab, CAB :4, be", LetterCodec(), boost=2.0)
+    assert g is not None
+    # "Dr." -> "doctor": the written form is normalized like the training transcripts
+    assert sorted(zip(g.texts, g.phrases, g.boosts, strict=True)) == [
+        ("be", (2, 5), 2.0),
+        ("cab", (3, 1, 2), 4.0),
+        ("doctor cab", tuple(LetterCodec().encode("doctorcab")), 2.0),
+    ]
+    assert compile_hotwords("", LetterCodec()) is None
+    with pytest.raises(HotwordError, match="empty after text normalization"):
+        compile_hotwords(["?!"], LetterCodec())
+
+
+# -- biased decoding -------------------------------------------------------------------------
+def test_greedy_emits_a_continuation_exactly_when_its_boost_wins() -> None:
+    be = ToyBackend()
+    frames = random_frames(1, 1, seed=3)
+    dec = GreedyDecoder(be)
+    p = be.predictor(np.zeros((1, 2), dtype=np.int64))
+    h, b, _ = be.joint_blank(frames[:, 0], p)
+    logp = full_logprobs(b, be.joint_labels(h))[0]
+    best = int(np.argmax(logp))
+    tok = next(t for t in np.argsort(logp) if t not in (0, best))  # the least likely label
+    margin = float(logp[best] - logp[tok])
+    for boost, want in ((margin - 1e-3, best), (margin + 1e-3, tok)):
+        st = dec.init_state()
+        st.hotwords = ContextGraph([[int(tok), 1]], boost)
+        dec.decode_chunk(frames, [st])
+        first = st.tokens[0] if st.tokens else 0
+        assert first == want, (boost, margin)
+
+
+@pytest.mark.parametrize("decoder,phrase", [
+    (GreedyDecoder, [4, 2]), (ModifiedBeamSearchDecoder, [3, 3, 3])])
+def test_boosted_phrase_appears_where_the_plain_decode_misses_it(decoder, phrase) -> None:
+    dec = decoder(ToyBackend())
+    frames = random_frames(1, 30)
+    plain = run(dec, frames)[1][0].tokens
+    assert not _contains(plain, phrase)
+    st = dec.init_state()
+    st.hotwords = ContextGraph([phrase], 1.0)
+    dec.decode_chunk(frames, [st])
+    dec.finalize([st])
+    assert _contains(dec.best(st).tokens, phrase)
+
+
+def _contains(seq, sub) -> bool:
+    seq, sub = list(seq), list(sub)
+    return any(seq[i : i + len(sub)] == sub for i in range(len(seq) - len(sub) + 1))
+
+
+@pytest.mark.parametrize("decoder", [GreedyDecoder, ModifiedBeamSearchDecoder])
+def test_tiny_boost_or_no_phrases_change_nothing(decoder) -> None:
+    dec = decoder(ToyBackend())
+    frames = random_frames(1, 30)
+    plain = run(dec, frames)[1][0]
+    st = dec.init_state()
+    st.hotwords = ContextGraph([[4, 2]], 1e-4)  # below every decision margin of this input
+    dec.decode_chunk(frames, [st])
+    dec.finalize([st])
+    assert dec.best(st).tokens == plain.tokens
+
+
+def test_beam_finalize_gives_back_unfinished_bonus() -> None:
+    dec = ModifiedBeamSearchDecoder(ToyBackend(), beam=1)
+    frames = random_frames(1, 30)
+    plain = run(dec, frames)[1][0]
+    # a phrase the path starts on its last token and never finishes (id 99 is outside V)
+    g = ContextGraph([[plain.tokens[-1], 99]], 1e-4)
+    scores, back, _ = walk(g, list(plain.tokens))
+    assert back == -1e-4
+    st = dec.init_state()
+    st.hotwords = g
+    dec.decode_chunk(frames, [st])
+    assert dec.best(st).tokens == plain.tokens  # the bonus is too small to change the path
+    assert dec.best(st).score == pytest.approx(plain.score + sum(scores), abs=1e-9)
+    dec.finalize([st])
+    assert dec.best(st).score == pytest.approx(plain.score + sum(scores) + back, abs=1e-9)
+
+
+# -- streams ----------------------------------------------------------------------------------
+def letter_rec(method: str = "greedy", **kw) -> Recognizer:
+    cfg = RecognizerConfig(decoding=DecodingConfig(method=method, **kw))
+    return Recognizer(ToyBackend(), LetterCodec(), config=cfg)
+
+
+def decode(rec: Recognizer, streams, x: np.ndarray):
+    for s in streams:
+        s.accept_waveform(SR, x)
+        s.input_finished()
+    rec.decode_streams(streams)
+    return [s.result for s in streams]
+
+
+@pytest.mark.parametrize("method", ["greedy", "beam"])
+def test_per_stream_hotwords_in_one_batch(method: str) -> None:
+    rec = letter_rec(method)
+    x = signal()
+    plain = rec.transcribe(x, sample_rate=SR).text
+    assert "ad" not in plain
+    a, b = rec.create_stream(hotwords="ad :2"), rec.create_stream()
+    ra, rb = decode(rec, [a, b], x)
+    assert "ad" in ra.text and rb.text == plain
+    # the same biased stream decoded alone gives the same result: no leak across the batch
+    assert decode(rec, [rec.create_stream(hotwords=["ad :2"])], x)[0].text == ra.text
+
+
+def test_config_default_hotwords_and_set_between_segments() -> None:
+    x = signal()
+    plain = letter_rec().transcribe(x, sample_rate=SR).text
+    rec = letter_rec(hotwords=("ad",), hotwords_score=2.0)
+    biased = rec.transcribe(x, sample_rate=SR).text
+    assert "ad" in biased and biased != plain
+    s = rec.create_stream()
+    assert s.hotwords is rec.default_hotwords and len(s.hotwords) == 1
+    s.set_hotwords(None)  # this stream opts out
+    assert decode(rec, [s], x)[0].text == plain
+    # change between utterances: after reset() the next segment is decoded with the new list
+    s2 = rec.create_stream(hotwords="")
+    s2.accept_waveform(SR, x)
+    rec.decode_streams([s2])
+    first = s2.result.text
+    rec.reset(s2)
+    s2.set_hotwords("ad :2")
+    s2.accept_waveform(SR, x)
+    s2.input_finished()
+    rec.decode_streams([s2])
+    assert "ad" not in first and "ad" in s2.result.text
+
+
+def test_unsupported_method_and_bad_ids_are_clear_errors() -> None:
+    with pytest.raises(DecodingError, match="cannot be biased"):
+        DecodingConfig(method="nar", hotwords=("x",)).validate()
+    s = letter_rec("nar").create_stream()
+    with pytest.raises(StreamError, match="does not support hotwords"):
+        s.set_hotwords("ab")
+    with pytest.raises(StreamError, match="vocabulary size"):
+        letter_rec().create_stream(hotwords="zz")  # 'z' = 26 >= V = 6
