@@ -12,7 +12,8 @@ from pathlib import Path
 from edgeasr.decoding import METHODS, DecodingConfig
 from edgeasr.stream import BACKENDS, DEFAULT_BUNDLE, Recognizer
 
-__all__ = ["add_model_arguments", "decoding_from_args", "recognizer_from_args"]
+__all__ = ["add_model_arguments", "decoding_from_args", "hotwords_from_args",
+           "recognizer_from_args"]
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,6 +41,23 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="max tokens per frame for greedy/gated/tdt (default: the bundle's)")
     d.add_argument("--sar-steps", type=int, default=1, metavar="N",
                    help="refinement passes for --decoding sar (default 1)")
+    d.add_argument("--hotwords", default=None, metavar="LIST",
+                   help='phrases to bias towards, comma-separated, optional per-phrase boost: '
+                        '"kubernetes, Ada Lovelace :2.5" (greedy/gated/tdt/beam)')
+    d.add_argument("--hotwords-file", type=Path, default=None, metavar="FILE",
+                   help="hotwords, one phrase per line (optional ' :boost', # comments)")
+    d.add_argument("--hotwords-score", type=float, default=1.5, metavar="B",
+                   help="bonus per matched token for phrases without their own (default 1.5)")
+
+
+def hotwords_from_args(args: argparse.Namespace) -> tuple[str, ...]:
+    """The phrases of --hotwords and --hotwords-file (each keeps its ' :boost' suffix)."""
+    from edgeasr.hotwords import load_hotwords_file, parse_hotwords
+
+    items = parse_hotwords(args.hotwords) if getattr(args, "hotwords", None) else []
+    if getattr(args, "hotwords_file", None) is not None:
+        items += load_hotwords_file(args.hotwords_file)
+    return tuple(h.text if h.boost is None else f"{h.text} :{h.boost:g}" for h in items)
 
 
 def decoding_from_args(args: argparse.Namespace) -> DecodingConfig:
@@ -51,6 +69,8 @@ def decoding_from_args(args: argparse.Namespace) -> DecodingConfig:
         hat_threshold=args.hat_threshold,
         beam_size=args.beam_size,
         sar_steps=args.sar_steps,
+        hotwords=hotwords_from_args(args),
+        hotwords_score=getattr(args, "hotwords_score", 1.5),
     )
     cfg.validate()
     return cfg
