@@ -275,6 +275,8 @@ def test_resume_continues_bit_exact(corpus: dict[str, Path], tmp_path: Path) -> 
     fit(tiny_config(corpus, "loop.max_steps=6"), tmp_path / "straight")
     fit(tiny_config(corpus, "loop.max_steps=3"), tmp_path / "split")
     first_half = _params(tmp_path / "split" / "step-3.pt")
+    with (tmp_path / "split" / "log.jsonl").open("a") as f:  # as if killed after logging
+        f.write(json.dumps({"kind": "train", "step": 4, "loss": 1.0}) + "\n" + '{"kind": "tr')
     fit(tiny_config(corpus, "loop.max_steps=6"), tmp_path / "split", resume=True)
     a = _params(tmp_path / "straight" / "step-6.pt")
     b = _params(tmp_path / "split" / "step-6.pt")

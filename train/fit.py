@@ -267,6 +267,20 @@ class Trainer:
                         "position is per rank, so the rest of this epoch is re-sharded",
                         ckpt.get("world_size"), self.dist.world_size)
         set_rng_state(ckpt["rng"])
+        if self.dist.is_main:
+            self._truncate_log(self.step)
+
+    def _truncate_log(self, step: int) -> None:
+        """Drop log records newer than the checkpoint: a killed run logged steps that the
+        resumed run will redo, and the curves must not show them twice."""
+        path = self.exp_dir / "log.jsonl"
+        if not path.is_file():
+            return
+        kept = [line for line in path.read_text().splitlines()
+                if _record_step(line) <= step]
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
 
     def save(self, name: str) -> Path | None:
         """Write ``exp_dir/name`` on rank 0 (all ranks hold the same weights)."""
@@ -417,6 +431,13 @@ class Trainer:
             plot_log(self.exp_dir / "log.jsonl", self.exp_dir / "curves.png")
         except (OSError, ValueError) as e:  # a plot must never stop training
             log.warning("could not draw curves.png: %s", e)
+
+
+def _record_step(line: str) -> float:
+    try:
+        return float(json.loads(line).get("step", 0))
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return math.inf  # a torn last line of a killed run: drop it
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
