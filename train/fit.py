@@ -267,6 +267,12 @@ class Trainer:
                         "position is per rank, so the rest of this epoch is re-sharded",
                         ckpt.get("world_size"), self.dist.world_size)
         set_rng_state(ckpt["rng"])
+        before = ckpt["train_config"].get("data", {}).get("train")
+        if before != self.cfg.to_dict()["data"]["train"]:
+            log.warning("training data changed since the checkpoint (%s -> %s): the run "
+                        "continues at the same epoch and batch index of the new data's order",
+                        [s["name"] for s in before or []],
+                        [s.name for s in self.cfg.data.train])
         if self.dist.is_main:
             self._truncate_log(self.step)
 
