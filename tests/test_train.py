@@ -198,6 +198,19 @@ def test_bad_audio_is_logged_once_and_skipped(
     assert len(warnings) == 1 and "bad.wav" in warnings[0].getMessage()
 
 
+def test_loader_with_worker_process_skips_bad_audio(corpus: dict[str, Path]) -> None:
+    """Features are computed in a DataLoader worker; the bad file still only drops itself."""
+    tok = Tokenizer(corpus["tokenizer"])
+    ds = AsrDataset([ManifestSpec(str(corpus["with_bad"]))], tok)
+    sampler = sampler_for(ds, max_duration=100.0, num_buckets=1, seed=0)
+    loader = make_loader(ds, sampler, num_workers=1)
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        batches = list(loader)
+        assert sorted(i for b in batches for i in b.ids) == ["u0", "u1", "u2"]
+        assert all(b.features.shape[2] == 80 for b in batches)
+
+
 def test_global_cmvn_matches_numpy(corpus: dict[str, Path]) -> None:
     tok = Tokenizer(corpus["tokenizer"])
     ds = AsrDataset([ManifestSpec(str(corpus["train"]))], tok)
