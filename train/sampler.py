@@ -11,8 +11,8 @@ Why this shape (a simplified lhotse ``DynamicBucketingSampler``):
   the same seed and epoch give the same batches on every machine and every rank, which is what
   lets each rank pick its own shard without communicating.
 * **DDP.** Batches are dealt round-robin to ranks. All ranks must run the same number of steps
-  (a rank waiting in all-reduce for a peer that finished would hang), so the few batches left
-  over (fewer than ``world_size``) are pooled and re-dealt as ``world_size`` smaller batches:
+  (a rank waiting in all-reduce for a peer that finished would hang), so when the batch count
+  is not a multiple of ``world_size`` the largest batches are split in two until it is:
   shards stay disjoint and together cover every utterance of the epoch.
 * **Resumable.** :meth:`state_dict` holds the epoch and how many of this rank's batches were
   consumed; after :meth:`load_state_dict` the next iteration starts exactly at the next batch.
@@ -22,7 +22,6 @@ Why this shape (a simplified lhotse ``DynamicBucketingSampler``):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -174,11 +173,3 @@ class DynamicBucketSampler:
             b = batches[k]
             batches[k : k + 1] = [b[: len(b) // 2], b[len(b) // 2 :]]
         return batches
-
-    @property
-    def num_items(self) -> int:
-        return len(self.durations)
-
-    def expected_batches_per_epoch(self) -> int:
-        """Rough steps per epoch for schedules (exact for epoch 0 of this rank)."""
-        return max(1, math.ceil(len(self)))
