@@ -240,3 +240,33 @@ def test_cache_stacking_round_trip() -> None:
         stack_caches([per[0], {"a": np.zeros((2, 2, 1, 4), np.float32), "n": np.zeros(1)}], specs)
     with pytest.raises(BackendError, match="batch axis"):
         CacheSpec("bad", (2, 3), "float32", 1)
+
+
+@pytest.mark.slow
+def test_executorch_graph_runs_batches_beyond_its_planned_maximum(tmp_path) -> None:
+    """A ``.pte`` planned for 2 rows serves 5 streams (sliced, then concatenated), matching
+    torch. (The full five-graph ExecuTorch backend was checked against torch the same way;
+    lowering the encoder takes minutes, too slow for the suite.)"""
+    pytest.importorskip("executorch.runtime")
+    from edgeasr.export.executorch import export_pte
+    from edgeasr.export.graphs import build_graphs
+    from edgeasr.train.model import Transducer
+    from edgeasr.train.model.config import tiny_config
+
+    from edgeasr.backends.executorch import _Method
+    from edgeasr.backends.torch import TorchBackend
+    from edgeasr.bundle import GraphSpec
+
+    torch.manual_seed(0)
+    model = Transducer(tiny_config(durations=(0, 1, 2))).eval()
+    th = TorchBackend(model, num_threads=1)
+    g = build_graphs(model)["iam_joint"]
+    export_pte(g, tmp_path / "iam.pte", max_batch=2)
+    method = _Method("iam_joint", str(tmp_path / "iam.pte"),
+                     GraphSpec("iam.pte", g.input_specs(), g.output_specs()), max_batch=2)
+    frames = np.random.default_rng(0).normal(size=(5, 4, 32)).astype(np.float32)
+    out = method(frames)
+    for name, ref in zip(("blank_logit", "label_logprobs", "duration_logits"),
+                         th.iam_joint(frames), strict=True):
+        assert out[name].shape == ref.shape
+        np.testing.assert_allclose(out[name], ref, atol=1e-5)
