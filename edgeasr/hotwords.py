@@ -42,9 +42,11 @@ __all__ = [
     "ContextState",
     "Hotword",
     "HotwordError",
+    "PhraseRecall",
     "compile_hotwords",
     "load_hotwords_file",
     "parse_hotwords",
+    "phrase_recall",
 ]
 
 #: Bonus per matched token (log-prob units) when a phrase gives none; sherpa-onnx uses 1.5.
@@ -334,3 +336,50 @@ def compile_hotwords(
         return None
     keys = list(merged)
     return ContextGraph(keys, [merged[k][1] for k in keys], [merged[k][0] for k in keys])
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PhraseRecall:
+    """How many reference occurrences of the phrases the hypotheses contain.
+
+    ``hits``: occurrences found (per utterance, at most as many as the reference has);
+    ``total``: occurrences in the references; ``false_alarms``: hypothesis occurrences beyond
+    the reference's count (a phrase "recognized" where it was not said).
+    """
+
+    hits: int
+    total: int
+    false_alarms: int
+
+    @property
+    def recall(self) -> float:
+        return self.hits / self.total if self.total else 0.0
+
+    def summary(self) -> str:
+        return (f"phrase recall {100 * self.recall:.1f}% ({self.hits}/{self.total}), "
+                f"false alarms {self.false_alarms}")
+
+
+def _count(words: list[str], phrase: list[str]) -> int:
+    n = len(phrase)
+    return sum(words[i : i + n] == phrase for i in range(len(words) - n + 1))
+
+
+def phrase_recall(refs: Sequence[str], hyps: Sequence[str],
+                  phrases: Sequence[Hotword | str]) -> PhraseRecall:
+    """Word-boundary phrase occurrences of normalized ``phrases`` in refs vs hyps."""
+    if len(refs) != len(hyps):
+        raise HotwordError(f"{len(refs)} references but {len(hyps)} hypotheses")
+    norm = {normalize_text(p.text if isinstance(p, Hotword) else parse_hotwords([p])[0].text)
+            for p in phrases}
+    plist = [p.split() for p in sorted(norm) if p]
+    hits = total = fa = 0
+    for ref, hyp in zip(refs, hyps, strict=True):
+        rw, hw = normalize_text(ref).split(), normalize_text(hyp).split()
+        for p in plist:
+            r, h = _count(rw, p), _count(hw, p)
+            hits += min(r, h)
+            total += r
+            fa += max(0, h - r)
+    return PhraseRecall(hits, total, fa)

@@ -22,6 +22,7 @@ from edgeasr.hotwords import (
     compile_hotwords,
     load_hotwords_file,
     parse_hotwords,
+    phrase_recall,
 )
 from edgeasr.stream import Recognizer, RecognizerConfig, StreamError
 
@@ -140,6 +141,16 @@ def test_compile_normalizes_tokenizes_and_merges() -> None:
     assert compile_hotwords("", LetterCodec()) is None
     with pytest.raises(HotwordError, match="empty after text normalization"):
         compile_hotwords(["?!"], LetterCodec())
+
+
+def test_phrase_recall_counts_word_bounded_occurrences() -> None:
+    r = phrase_recall(
+        ["I use Kubernetes daily", "Ada Lovelace and ada lovelace", "nothing here"],
+        ["i use cube daily", "ada lovelace and a love lace", "kubernetes"],
+        ["kubernetes", "Ada Lovelace :2"])
+    assert (r.hits, r.total, r.false_alarms) == (1, 3, 1)
+    assert r.recall == pytest.approx(1 / 3)
+    assert phrase_recall(["a cab"], ["a cabbage"], ["cab"]).hits == 0  # whole words only
 
 
 # -- biased decoding -------------------------------------------------------------------------
@@ -267,3 +278,41 @@ def test_unsupported_method_and_bad_ids_are_clear_errors() -> None:
         s.set_hotwords("ab")
     with pytest.raises(StreamError, match="vocabulary size"):
         letter_rec().create_stream(hotwords="zz")  # 'z' = 26 >= V = 6
+
+
+# -- command line ------------------------------------------------------------------------------
+def test_cli_hotwords_in_transcribe_and_eval(tmp_path, capsys) -> None:
+    pytest.importorskip("torch")
+    import json
+
+    import soundfile as sf
+    from test_backends import build_bundle
+
+    from edgeasr.cli import main
+
+    root, _ = build_bundle(tmp_path / "tiny")
+    wav = tmp_path / "a.wav"
+    sf.write(wav, signal(), SR, subtype="FLOAT")
+    hw = tmp_path / "hw.txt"
+    hw.write_text("# biasing list\nbead :4\ncafe\n", encoding="utf-8")
+    assert main(["transcribe", str(wav), "--bundle", str(root)]) == 0
+    plain = capsys.readouterr().out.split("\t", 1)[1].strip()
+    assert main(["transcribe", str(wav), "--bundle", str(root), "--hotwords-file", str(hw),
+                 "--hotwords", "dead, fade :3", "--hotwords-score", "2.5"]) == 0
+    biased = capsys.readouterr().out.split("\t", 1)[1].strip()
+    assert biased != plain
+    m = tmp_path / "m.jsonl"
+    m.write_text(json.dumps({"id": "a", "audio": wav.name, "text": "bead dead cafe",
+                             "duration": 0.0}) + "\n")
+    out = tmp_path / "hyp.jsonl"
+    assert main(["eval", str(m), "--bundle", str(root), "--hotwords-file", str(hw),
+                 "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    biased_line = next(ln for ln in lines if "hotwords (2): biased" in ln)
+    unbiased_line = next(ln for ln in lines if "hotwords (2): unbiased" in ln)
+    assert "/2)" in biased_line and "/2)" in unbiased_line  # "bead" and "cafe" said once each
+    row = json.loads(out.read_text())
+    assert row["hyp_unbiased"] == plain
+    assert main(["transcribe", str(wav), "--bundle", str(root), "--decoding", "nar",
+                 "--hotwords", "bead"]) == 2
+    assert "cannot be biased" in capsys.readouterr().err
