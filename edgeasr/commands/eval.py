@@ -5,6 +5,8 @@ real-time factors are reported: *decode* counts only the model (encoder + decode
 *end-to-end* adds audio decoding, resampling and feature extraction. Skip rates: the share of
 encoder frames dropped by the IAM gate, and of label softmaxes avoided by the HAT threshold.
 ``--out`` writes one JSON line per utterance (id, ref, hyp, duration, times, counters).
+With ``--hotwords``/``--hotwords-file`` every utterance is also decoded without biasing, and
+phrase recall and WER are printed for both (``hyp_unbiased`` in the JSONL).
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
 
 
-def decode_cut(rec: Recognizer, cut: Cut) -> tuple[Result, float, float, float]:
-    """Decode one cut; returns (result, audio seconds, decode seconds, end-to-end seconds)."""
+def decode_cut(rec: Recognizer, cut: Cut, biased: bool = True
+               ) -> tuple[Result, float, float, float]:
+    """Decode one cut; returns (result, audio seconds, decode seconds, end-to-end seconds).
+    ``biased=False`` decodes without the configured hotwords."""
     t0 = time.perf_counter()
     rate = rec.feature_config.sample_rate
     audio = load_audio(cut.audio, target_rate=rate)
@@ -43,6 +47,8 @@ def decode_cut(rec: Recognizer, cut: Cut) -> tuple[Result, float, float, float]:
     b = len(audio) if not cut.duration else min(len(audio), a + int(round(cut.duration * rate)))
     audio = audio[a:b]
     s = rec.create_stream()
+    if not biased:
+        s.set_hotwords(None)
     decode_s = 0.0
     piece = int(TRANSCRIBE_PIECE_S * rate)
     for i in range(0, len(audio), piece):
@@ -84,7 +90,10 @@ def run(args: argparse.Namespace) -> int:
             totals["e2e"] += e2e
             for k in stats:
                 stats[k] += r.stats.get(k, 0)
-            row = {
+            row = {}
+            if rec.default_hotwords is not None:
+                row["hyp_unbiased"] = decode_cut(rec, cut, biased=False)[0].text
+            row |= {
                 "id": cut.id, "ref": cut.text, "hyp": r.text, "duration": round(dur, 3),
                 "decode_s": round(dec, 4), "e2e_s": round(e2e, 4),
                 "rtf": round(dec / dur, 4) if dur else None, "stats": r.stats,
@@ -102,6 +111,18 @@ def run(args: argparse.Namespace) -> int:
     audio = totals["audio"]
     label_total = stats["label_softmaxes"] + stats["skipped_softmaxes"]
     print(w.summary())
+    if rec.default_hotwords is not None:
+        from edgeasr.hotwords import phrase_recall
+
+        refs = [r["ref"] for r in rows]
+        phrases = rec.default_hotwords.texts
+        base = wer(refs, [r["hyp_unbiased"] for r in rows], ids=[r["id"] for r in rows])
+        print(f"hotwords ({len(phrases)}): biased   "
+              f"{phrase_recall(refs, [r['hyp'] for r in rows], phrases).summary()}, "
+              f"WER {100 * w.rate:.2f}%")
+        print(f"hotwords ({len(phrases)}): unbiased "
+              f"{phrase_recall(refs, [r['hyp_unbiased'] for r in rows], phrases).summary()}, "
+              f"WER {100 * base.rate:.2f}%")
     print(f"RTF decode {totals['decode'] / audio:.4f}  end-to-end {totals['e2e'] / audio:.4f}  "
           f"({audio:.1f} s audio, {len(rows)} utts, backend {args.backend}, "
           f"decoding {args.decoding}, {args.num_threads} thread(s))")
