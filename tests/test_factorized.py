@@ -19,6 +19,15 @@ from edgeasr.train.model.factorized import (
 V = 16
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> object:
+    """One torch thread: these models are tiny and the CI machine has 2 shared cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _batch(seed: int = 0) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
     feats = torch.randn(2, 4 * 6 + 7, 80, generator=g)

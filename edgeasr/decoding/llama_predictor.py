@@ -1,0 +1,132 @@
+"""Runtime LM predictor of the factorized transducer (Transducer-Llama), run by llama.cpp.
+
+The factorized decoder needs, for every hypothesis, the LM's log-probs over the ASR labels
+``1..V-1`` for the next token given the hypothesis' history. The LM is the GGUF written by
+``edgeasr-train lm-gguf`` (llama.cpp ``llama`` architecture, ASR vocabulary, id 0 = blank used
+as BOS); llama-cpp-python runs it with a KV cache, so extending a hypothesis by one token costs
+one single-token forward, not a forward over the whole history.
+
+Per-hypothesis state: one llama.cpp context is shared; each :class:`LMState` carries a snapshot
+of that context (llama's state save/load: the KV cache of its history) taken after its last
+token. Extending a state restores its snapshot unless it is already the live one, evaluates the
+new token at ``n_past = len(history)`` and snapshots again. Hypotheses that extend the same
+parent thus never recompute the shared prefix, and greedy extension never reloads at all.
+
+No torch here: llama-cpp-python and numpy only (imported when a predictor is built, so the rest
+of the runtime does not need llama-cpp-python installed).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeasr.backends.base import BackendError
+
+__all__ = ["BOS_ID", "LMState", "LlamaPredictor", "label_log_softmax"]
+
+BOS_ID = 0
+"""The blank id starts every LM history (as the transducer's predictor input is blank-first)."""
+
+
+def label_log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Log-softmax over the labels ``1..V-1`` of ``logits[..., V]`` (blank/BOS dropped):
+    ``[..., V-1]`` float32, matching the PyTorch ``Llama.label_log_probs``."""
+    z = logits[..., 1:].astype(np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    return (z - np.log(np.exp(z).sum(axis=-1, keepdims=True))).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class LMState:
+    """One hypothesis' LM state: its history (BOS first), the label log-probs ``[V-1]`` for the
+    next token, and the llama.cpp snapshot after the last history token (opaque)."""
+
+    tokens: tuple[int, ...]
+    log_probs: np.ndarray = field(repr=False)
+    snapshot: Any = field(repr=False, compare=False)
+
+
+class LlamaPredictor:
+    """LM log-probs over the ASR labels for hypotheses, backed by a llama.cpp context.
+
+    Args:
+        model_path: the GGUF file.
+        n_ctx: longest history in tokens (default: the model's training context).
+        n_threads: CPU threads of llama.cpp.
+    """
+
+    def __init__(self, model_path: str | os.PathLike[str], n_ctx: int = 0,
+                 n_threads: int = 1) -> None:
+        path = Path(model_path)
+        if not path.is_file():
+            raise BackendError(f"{path}: GGUF language model not found")
+        try:
+            import llama_cpp
+        except (ImportError, OSError) as e:  # OSError: installed without libllama
+            raise BackendError(f"the Llama LM predictor needs a working llama-cpp-python "
+                               f"(pip install llama-cpp-python): {e}") from e
+        try:
+            self._llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=512,
+                                        n_threads=n_threads, n_threads_batch=n_threads,
+                                        logits_all=True, verbose=False)
+        except (ValueError, RuntimeError) as e:
+            raise BackendError(f"{path}: llama.cpp could not load the model ({e})") from e
+        self.vocab_size: int = self._llm.n_vocab()
+        self.n_ctx: int = self._llm.n_ctx()
+        self._live: tuple[int, ...] | None = None  # history now held by the context
+
+    @property
+    def num_labels(self) -> int:
+        """``V - 1``: width of :attr:`LMState.log_probs`."""
+        return self.vocab_size - 1
+
+    def _check(self, token: int) -> None:
+        if not 0 < token < self.vocab_size:
+            raise BackendError(f"LM token {token} outside the labels 1..{self.vocab_size - 1}")
+
+    def _eval(self, tokens: Sequence[int]) -> np.ndarray:
+        """Evaluate ``tokens`` after the live history; label log-probs at each of them."""
+        n = self._llm.n_tokens
+        if n + len(tokens) > self.n_ctx:
+            raise BackendError(f"LM history of {n + len(tokens)} tokens exceeds n_ctx="
+                               f"{self.n_ctx}")
+        self._llm.eval(list(tokens))
+        return label_log_softmax(np.asarray(self._llm.scores[n : n + len(tokens)]))
+
+    def start(self) -> LMState:
+        """The empty hypothesis: history ``[BOS]``."""
+        self._llm.reset()
+        lp = self._eval([BOS_ID])[-1]
+        self._live = (BOS_ID,)
+        return LMState((BOS_ID,), lp, self._llm.save_state())
+
+    def advance(self, state: LMState, token: int) -> LMState:
+        """``state`` extended by label ``token`` (its KV cache reused)."""
+        self._check(token)
+        if self._live != state.tokens:
+            self._llm.load_state(state.snapshot)
+        lp = self._eval([token])[-1]
+        tokens = state.tokens + (token,)
+        self._live = tokens
+        return LMState(tokens, lp, self._llm.save_state())
+
+    def advance_batch(self, states: Sequence[LMState], tokens: Sequence[int]) -> list[LMState]:
+        """:meth:`advance` for each (state, token) pair (the beam decoder's expansion step)."""
+        if len(states) != len(tokens):
+            raise BackendError(f"{len(states)} states but {len(tokens)} tokens")
+        return [self.advance(s, int(t)) for s, t in zip(states, tokens, strict=True)]
+
+    def score(self, labels: Sequence[int]) -> np.ndarray:
+        """Label log-probs ``[len(labels) + 1, V-1]`` at every position of ``[BOS] + labels``
+        in one batched forward (N-best rescoring, tests)."""
+        for t in labels:
+            self._check(int(t))
+        self._llm.reset()
+        self._live = None
+        return self._eval([BOS_ID, *map(int, labels)])
