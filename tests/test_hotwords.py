@@ -316,3 +316,20 @@ def test_cli_hotwords_in_transcribe_and_eval(tmp_path, capsys) -> None:
     assert main(["transcribe", str(wav), "--bundle", str(root), "--decoding", "nar",
                  "--hotwords", "bead"]) == 2
     assert "cannot be biased" in capsys.readouterr().err
+
+    # the hotword evaluation recipe, end to end on the tiny bundle (flite's held-out voice)
+    from edgeasr.train.corpus.hotword_set import build_hotword_set
+    from edgeasr.train.corpus.voices import engine_available
+
+    if not engine_available("flite"):
+        pytest.skip("flite is not installed")
+    hs = tmp_path / "hwset"
+    assert build_hotword_set(hs, n=2) == {"with": 2, "without": 2}
+    terms = (hs / "hotwords.txt").read_text().split("\n")[:-1]
+    rows = [json.loads(ln) for ln in (hs / "with.jsonl").read_text().splitlines()]
+    assert [r["phrase"] for r in rows] and all(r["phrase"] in r["text"] for r in rows)
+    assert sorted(r["phrase"] for r in rows) == terms
+    assert main(["eval", str(hs / "with.jsonl"), "--bundle", str(root), "--hotwords-file",
+                 str(hs / "hotwords.txt")]) == 0
+    out = capsys.readouterr().out
+    assert "hotwords (2): biased   phrase recall" in out and "/2)" in out
