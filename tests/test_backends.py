@@ -270,3 +270,38 @@ def test_executorch_graph_runs_batches_beyond_its_planned_maximum(tmp_path) -> N
                          th.iam_joint(frames), strict=True):
         assert out[name].shape == ref.shape
         np.testing.assert_allclose(out[name], ref, atol=1e-5)
+
+
+def test_checkpoint_recognizers_match_the_onnx_bundle(tiny_bundle, tmp_path) -> None:
+    """``Recognizer.from_checkpoint`` and ``from_bundle(backend="torch")`` (a bundle that also
+    carries its checkpoint) decode exactly like the exported ONNX graphs."""
+    import shutil
+
+    from edgeasr.train.checkpoint import save_checkpoint
+
+    from edgeasr.bundle import MODEL_JSON, Bundle, file_entry
+    from edgeasr.features import FeatureConfig
+    from edgeasr.stream import Recognizer
+
+    root, model = tiny_bundle
+    bundle = Bundle.load(root)
+    root2 = tmp_path / "with-ckpt"
+    shutil.copytree(root, root2)
+    ckpt = save_checkpoint(root2 / "checkpoint.pt", {
+        "model": model.state_dict(),
+        "model_config": model.cfg.to_dict(),
+        "feature_config": FeatureConfig().to_dict(),
+        "train_config": {},
+        "tokenizer": bundle.tokenizer_path.read_bytes(),
+    })
+    mj = json.loads((root2 / MODEL_JSON).read_text())
+    mj["files"]["checkpoint.pt"] = file_entry(ckpt).to_dict()
+    (root2 / MODEL_JSON).write_text(json.dumps(mj))
+
+    x = (0.2 * np.random.default_rng(2).standard_normal(16000)).astype(np.float32)
+    ref = Recognizer.from_bundle(root).transcribe(x, sample_rate=16000)
+    from_ckpt = Recognizer.from_checkpoint(ckpt, num_threads=1).transcribe(x, sample_rate=16000)
+    from_b = Recognizer.from_bundle(root2, backend="torch").transcribe(x, sample_rate=16000)
+    assert len(ref.tokens) > 0
+    assert from_ckpt.tokens == ref.tokens and from_ckpt.text == ref.text
+    assert from_b.tokens == ref.tokens

@@ -95,8 +95,6 @@ class TorchBackend:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.spec = spec or spec_from_model_config(model.cfg)
-        if self.spec.chunk_frames != model.cfg.chunk_size and spec is None:
-            raise BackendError("spec chunk size differs from the model's")
         self._names = [c.name for c in self.spec.caches]
 
     @classmethod
