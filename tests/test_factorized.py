@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from edgeasr.train.llama.model import Llama, tiny_llama_config
@@ -59,6 +60,23 @@ def test_lattice_is_hat_with_log_linear_labels() -> None:
     expect = torch.cat([torch.log(torch.sigmoid(b))[None],
                         torch.log(torch.sigmoid(-b)) + labels])
     torch.testing.assert_close(logp[0, 2, 1], expect, atol=1e-5, rtol=0)
+
+
+def test_runtime_combination_matches_lattice() -> None:
+    """The numpy combination the runtime decoder uses equals the training lattice's labels."""
+    from edgeasr.decoding.llama_predictor import factorized_label_log_probs
+
+    m = _model(lm_weight=0.5).eval()
+    e = torch.randn(1, 2, 32)
+    hist = torch.tensor([[0, 4]])
+    with torch.no_grad():
+        p, lm_lp = m.predictor(hist), m.lm_log_probs(hist)
+        logp, _ = m.lattice(e, p, lm_lp)
+        am = m.acoustic_log_probs(e)
+    got = factorized_label_log_probs(am[0, 1].numpy(), lm_lp[0, 1].numpy(), 0.5)
+    b = m.joint.blank_head(torch.tanh(e[0, 1] + p[0, 1])).squeeze()
+    expect = logp[0, 1, 1, 1:] - torch.nn.functional.logsigmoid(-b)
+    np.testing.assert_allclose(got, expect.detach().numpy(), atol=1e-5)
 
 
 def test_train_step_with_weak_lm_updates_everything() -> None:

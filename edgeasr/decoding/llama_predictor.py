@@ -28,7 +28,8 @@ import numpy as np
 
 from edgeasr.backends.base import BackendError
 
-__all__ = ["BOS_ID", "LMState", "LlamaPredictor", "label_log_softmax"]
+__all__ = ["BOS_ID", "LMState", "LlamaPredictor", "factorized_label_log_probs",
+           "label_log_softmax"]
 
 BOS_ID = 0
 """The blank id starts every LM history (as the transducer's predictor input is blank-first)."""
@@ -38,6 +39,18 @@ def label_log_softmax(logits: np.ndarray) -> np.ndarray:
     """Log-softmax over the labels ``1..V-1`` of ``logits[..., V]`` (blank/BOS dropped):
     ``[..., V-1]`` float32, matching the PyTorch ``Llama.label_log_probs``."""
     z = logits[..., 1:].astype(np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    return (z - np.log(np.exp(z).sum(axis=-1, keepdims=True))).astype(np.float32)
+
+
+def factorized_label_log_probs(am_log_probs: np.ndarray, lm_log_probs: np.ndarray,
+                               lm_weight: float = 1.0) -> np.ndarray:
+    """The factorized transducer's label distribution (train/model/factorized.py):
+    ``log_softmax(am + lm_weight * lm)`` over the labels. ``am_log_probs [..., V-1]`` are the
+    ``iam_joint`` label log-probs of a frame, ``lm_log_probs [..., V-1]`` an
+    :attr:`LMState.log_probs`; add ``log(1 - P(blank))`` from ``joint_blank`` for the HAT
+    label scores."""
+    z = am_log_probs.astype(np.float64) + lm_weight * lm_log_probs
     z = z - z.max(axis=-1, keepdims=True)
     return (z - np.log(np.exp(z).sum(axis=-1, keepdims=True))).astype(np.float32)
 
