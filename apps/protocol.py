@@ -21,6 +21,8 @@ import numpy as np
 from edgeasr.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioError, pcm_to_float
 
 __all__ = [
+    "MAX_HOTWORDS",
+    "MAX_HOTWORDS_CHARS",
     "PROTOCOL_VERSION",
     "ProtocolError",
     "StreamConfig",
@@ -55,7 +57,11 @@ class StreamConfig:
     False suppresses partial results (batch clients that only want finals). ``endpoint`` False
     disables endpoint detection, so the whole stream is one segment with one final (what a
     file transcription wants). ``id`` is echoed back in every message, for clients that
-    multiplex logs.
+    multiplex logs. ``hotwords`` biases this stream towards phrases (the format of
+    :func:`edgeasr.hotwords.parse_hotwords`: ``"kubernetes, Ada Lovelace :2.5"`` or a list of
+    phrases); ``None`` keeps the server's default phrases, ``""`` or ``[]`` turns them off.
+    The server compiles them with its tokenizer when the stream opens, so a phrase the model
+    cannot spell is a ``bad_config`` error for this client alone.
     """
 
     sample_rate: int = 16000
@@ -63,13 +69,19 @@ class StreamConfig:
     partials: bool = True
     endpoint: bool = True
     id: str | None = None
+    hotwords: str | list[str] | None = None
 
     @property
     def bytes_per_sample(self) -> int:
         return _BYTES_PER_SAMPLE[self.format]
 
 
-_CONFIG_FIELDS = {"sample_rate", "format", "partials", "endpoint", "id", "type"}
+_CONFIG_FIELDS = {"sample_rate", "format", "partials", "endpoint", "id", "hotwords", "type"}
+
+#: Bounds on a client's hotwords: compiling them runs on the server's event loop, so one
+#: client must not be able to stall the others with a megabyte of phrases.
+MAX_HOTWORDS = 256
+MAX_HOTWORDS_CHARS = 16384
 
 
 def _load_json(text: str | bytes, what: str) -> dict[str, Any]:
@@ -116,7 +128,30 @@ def parse_config(text: str | bytes) -> StreamConfig:
         partials=raw.get("partials", True),
         endpoint=raw.get("endpoint", True),
         id=ident,
+        hotwords=_parse_hotwords(raw.get("hotwords")),
     )
+
+
+def _parse_hotwords(value: Any) -> str | list[str] | None:
+    """Check the shape and size of ``hotwords``; the phrases themselves are checked when the
+    server compiles them with its model's tokenizer (only it knows what the model can spell)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        phrases = [value]
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        phrases = value
+        if len(phrases) > MAX_HOTWORDS:
+            raise ProtocolError("bad_config",
+                                f"'hotwords' has {len(phrases)} phrases (max {MAX_HOTWORDS})")
+    else:
+        raise ProtocolError("bad_config",
+                            f"'hotwords' must be a string or a list of strings, got {value!r:.80}")
+    chars = sum(len(p) for p in phrases)
+    if chars > MAX_HOTWORDS_CHARS:
+        raise ProtocolError("bad_config",
+                            f"'hotwords' has {chars} characters (max {MAX_HOTWORDS_CHARS})")
+    return value
 
 
 def parse_control(text: str) -> str:
