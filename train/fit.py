@@ -132,7 +132,9 @@ class Trainer:
         if config.loop.threads:
             torch.set_num_threads(config.loop.threads)
         self.exp_dir.mkdir(parents=True, exist_ok=True)
-        _setup_logging(self.exp_dir / "train.log" if self.dist.is_main else None)
+        # Only rank 0 talks; the other ranks report problems (warnings) only.
+        _setup_logging(self.exp_dir / "train.log" if self.dist.is_main else None,
+                       logging.INFO if self.dist.is_main else logging.WARNING)
 
         ckpt_path = latest_checkpoint(self.exp_dir) if resume else None
         if resume and ckpt_path is None:
@@ -460,13 +462,13 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _setup_logging(log_file: Path | None) -> None:
+def _setup_logging(log_file: Path | None, level: int = logging.INFO) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file is not None:
         handlers.append(logging.FileHandler(log_file))
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     root = logging.getLogger("edgeasr")
-    root.setLevel(logging.INFO)
+    root.setLevel(level)
     for h in list(root.handlers):
         if getattr(h, "_edgeasr_fit", False):
             root.removeHandler(h)
