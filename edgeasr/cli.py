@@ -55,6 +55,8 @@ class Command:
 
 
 COMMANDS: list[Command] = [
+    Command("demo", "stream the bundled sample recordings through the default model",
+            "edgeasr.commands.demo"),
     Command("transcribe", "recognize audio files (text, JSON, token timestamps)",
             "edgeasr.commands.transcribe"),
     Command("stream", "play a file through a live stream, showing partial results",

@@ -13,8 +13,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from edgeasr.audio import load_audio
 from edgeasr.commands import add_model_arguments, recognizer_from_args
+from edgeasr.stream import Recognizer
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,11 +32,22 @@ def run(args: argparse.Namespace) -> int:
     if args.chunk_ms < 1:
         raise ValueError("--chunk-ms must be >= 1")
     rec = recognizer_from_args(args)
+    samples = load_audio(args.file, target_rate=rec.feature_config.sample_rate)
+    stream_samples(rec, samples, realtime=args.realtime, chunk_ms=args.chunk_ms)
+    return 0
+
+
+def stream_samples(rec: Recognizer, samples: np.ndarray, realtime: bool = False,
+                   chunk_ms: int = 100) -> list[str]:
+    """Feed ``samples`` (at the model rate) through a new stream, showing results as they come.
+
+    Returns the final texts, one per endpointed segment.
+    """
     rate = rec.feature_config.sample_rate
-    samples = load_audio(args.file, target_rate=rate)
     tty = sys.stdout.isatty()
-    piece = max(1, rate * args.chunk_ms // 1000)
+    piece = max(1, rate * chunk_ms // 1000)
     s = rec.create_stream()
+    finals: list[str] = []
     shown = ""
     start = time.perf_counter()
 
@@ -47,9 +61,11 @@ def run(args: argparse.Namespace) -> int:
         elif text != shown or final:
             print(f"{stamp}{text}" + ("" if final else " ..."), flush=True)
         shown = "" if final else text
+        if final:
+            finals.append(text)
 
     for a in range(0, len(samples), piece):
-        if args.realtime:
+        if realtime:
             delay = a / rate - (time.perf_counter() - start)
             if delay > 0:
                 time.sleep(delay)
@@ -68,4 +84,4 @@ def run(args: argparse.Namespace) -> int:
         show(s.result.text, final=True)
     elif tty and shown:
         sys.stdout.write("\n")
-    return 0
+    return finals
