@@ -12,6 +12,11 @@ it picks the next batch, while no decode is running.
 
 Results go back through each slot's ``sink`` callback, called on the event-loop thread and
 expected not to block (the server puts them in a per-connection outbox).
+
+VAD slots (``open(..., vad=True)``) take whole speech segments (:meth:`Batcher.feed_segment`)
+instead of a continuous stream: each segment is decoded on a fresh stream, its input finished
+at once, and ends with one final, so that a segment is recognized exactly as
+``Recognizer.transcribe`` would recognize it alone (no state carries over the silence).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,7 +42,7 @@ class StreamingRecognizer(Protocol):
 
     feature_config: Any  # .sample_rate: the rate streams are fed at
 
-    def create_stream(self) -> Any: ...
+    def create_stream(self, hotwords: Any = None) -> Any: ...
     def decode_streams(self, streams: Sequence[Any]) -> list[Any]: ...
     def is_ready(self, stream: Any) -> bool: ...
     def is_endpoint(self, stream: Any) -> bool: ...
@@ -51,7 +56,9 @@ class BatchEvent:
     ``kind`` ``partial``/``final`` carry the stream's ``result`` (its own object, read on the
     loop thread right after the decode) and ``client_samples``, the client's input samples that
     had been fed before that decode (for latency measurement). ``done`` is the last event;
-    ``error`` means decoding failed and the slot was dropped.
+    ``error`` means decoding failed and the slot was dropped. ``offset`` is where the
+    result's stream began on the connection's time line, in seconds (a VAD segment's start;
+    0 otherwise): its timestamps and ``start_time`` are relative to that point.
     """
 
     kind: Literal["partial", "final", "done", "error"]
@@ -59,6 +66,7 @@ class BatchEvent:
     result: Any = None
     client_samples: int = 0
     message: str = ""
+    offset: float = 0.0
 
 
 @dataclass(eq=False)
@@ -69,6 +77,10 @@ class Slot:
     sink: Callable[[BatchEvent], None]
     endpoint: bool = True
     partials: bool = True
+    hotwords: Any = None
+    vad: bool = False
+    segments: deque[tuple[np.ndarray, float, int]] = field(default_factory=deque)
+    offset: float = 0.0
     pending: list[np.ndarray] = field(default_factory=list)
     pending_client_samples: int = 0
     client_samples: int = 0
@@ -102,18 +114,41 @@ class Batcher:
     # ----------------------------------------------------------------------- connection side
 
     def open(self, sink: Callable[[BatchEvent], None], *, endpoint: bool = True,
-             partials: bool = True) -> Slot:
-        """A new stream for one connection; events go to ``sink`` (must not block)."""
-        slot = Slot(self.recognizer.create_stream(), sink, endpoint=endpoint, partials=partials)
+             partials: bool = True, hotwords: Any = None, vad: bool = False) -> Slot:
+        """A new stream for one connection; events go to ``sink`` (must not block).
+
+        ``hotwords`` are passed to ``create_stream``: the stream is created here, on the
+        caller's thread, so that bad hotwords raise (``HotwordError``/``StreamError``) to the
+        connection that sent them before it is registered. ``vad`` makes it a segment slot
+        (see the module docstring); the stream created here then decodes the first segment.
+        """
+        stream = self.recognizer.create_stream(hotwords=hotwords)
+        slot = Slot(stream, sink, endpoint=endpoint and not vad, partials=partials,
+                    hotwords=hotwords, vad=vad)
         self._slots[id(slot)] = slot
         return slot
 
     def feed(self, slot: Slot, samples: np.ndarray, client_samples: int) -> None:
         """Queue 16 kHz float32 ``samples``; ``client_samples`` is the client's running count."""
+        if slot.vad:
+            raise ValueError("a VAD slot takes whole segments: use feed_segment()")
         if slot.closed or slot.finishing:
             return
         if samples.size:
             slot.pending.append(samples)
+        slot.pending_client_samples = client_samples
+        self._wake.set()
+
+    def feed_segment(self, slot: Slot, samples: np.ndarray, start_s: float,
+                     client_samples: int) -> None:
+        """Queue one whole speech segment of a VAD slot (16 kHz float32) that starts
+        ``start_s`` seconds into the connection's audio; it gets its own final."""
+        if not slot.vad:
+            raise ValueError("feed_segment() needs a slot opened with vad=True")
+        if slot.closed or slot.finishing:
+            return
+        if samples.size:
+            slot.segments.append((samples, start_s, client_samples))
         slot.pending_client_samples = client_samples
         self._wake.set()
 
@@ -175,43 +210,85 @@ class Batcher:
 
     def _collect(self) -> list[Slot]:
         """Move pending audio into streams, finish drained streams, return the next batch."""
-        rec = self.recognizer
         ready: list[Slot] = []
         for slot in list(self._slots.values()):
-            if slot.pending:
-                audio = slot.pending[0] if len(slot.pending) == 1 else np.concatenate(slot.pending)
-                slot.pending.clear()
-                slot.stream.accept_waveform(self.sample_rate, audio)
-            slot.client_samples = slot.pending_client_samples
-            if slot.finishing and not slot.input_finished:
-                slot.stream.input_finished()
-                slot.input_finished = True
-            # A finished stream needs one more decode call even with no chunk left: that call
-            # finalizes the decoder (beam search, SAR refinement) and marks the result final.
-            if rec.is_ready(slot.stream) or (slot.input_finished
-                                              and not slot.stream.is_finished):
-                if len(ready) < self.max_batch:
-                    ready.append(slot)
-            elif slot.input_finished:
-                self._final(slot, last=True)
-                self._emit(slot, BatchEvent("done", segment=slot.segment))
-                self._slots.pop(id(slot), None)
-                slot.closed = True
+            wants_decode = self._advance_segments(slot) if slot.vad else self._advance(slot)
+            if wants_decode and len(ready) < self.max_batch:
+                ready.append(slot)
         for slot in ready:  # round robin: the streams served now queue up behind the others
             self._slots.move_to_end(id(slot))
         return ready
 
+    def _advance(self, slot: Slot) -> bool:
+        """Feed a continuous slot's pending audio; True if its stream needs a decode call."""
+        if slot.pending:
+            audio = slot.pending[0] if len(slot.pending) == 1 else np.concatenate(slot.pending)
+            slot.pending.clear()
+            slot.stream.accept_waveform(self.sample_rate, audio)
+        slot.client_samples = slot.pending_client_samples
+        if slot.finishing and not slot.input_finished:
+            slot.stream.input_finished()
+            slot.input_finished = True
+        # A finished stream needs one more decode call even with no chunk left: that call
+        # finalizes the decoder (beam search, SAR refinement) and marks the result final.
+        if self.recognizer.is_ready(slot.stream) or (slot.input_finished
+                                                     and not slot.stream.is_finished):
+            return True
+        if slot.input_finished:
+            self._final(slot, last=True)
+            self._close(slot)
+        return False
+
+    def _advance_segments(self, slot: Slot) -> bool:
+        """A VAD slot: send the final of a fully decoded segment, start the next queued one
+        on a fresh stream; True if the current segment's stream needs a decode call."""
+        while True:
+            if slot.input_finished:  # a segment is in the stream
+                if self.recognizer.is_ready(slot.stream) or not slot.stream.is_finished:
+                    return True
+                result = slot.stream.result
+                if result.text:  # as at an endpoint: a segment heard as nothing sends nothing
+                    self._emit(slot, BatchEvent("final", slot.segment, result,
+                                                slot.client_samples, offset=slot.offset))
+                    slot.segment += 1
+                    slot.finals_sent += 1
+                slot.stream, slot.input_finished = None, False
+            if slot.segments:
+                samples, slot.offset, slot.client_samples = slot.segments.popleft()
+                if slot.stream is None:
+                    slot.stream = self.recognizer.create_stream(hotwords=slot.hotwords)
+                piece = 10 * self.sample_rate  # accept_waveform bounds one call's length
+                for a in range(0, samples.size, piece):
+                    slot.stream.accept_waveform(self.sample_rate, samples[a:a + piece])
+                slot.stream.input_finished()
+                slot.input_finished = True
+                continue
+            if slot.finishing:
+                slot.client_samples = slot.pending_client_samples
+                if slot.finals_sent == 0:  # like a silent stream: one empty final, then done
+                    self._emit(slot, BatchEvent("final", slot.segment, _empty_result(),
+                                                slot.client_samples))
+                    slot.segment += 1
+                    slot.finals_sent += 1
+                self._close(slot)
+            return False
+
+    def _close(self, slot: Slot) -> None:
+        self._emit(slot, BatchEvent("done", segment=slot.segment))
+        self._slots.pop(id(slot), None)
+        slot.closed = True
+
     def _after_decode(self, batch: list[Slot]) -> None:
         rec = self.recognizer
         for slot in batch:
-            if slot.closed:
-                continue
+            if slot.closed or (slot.vad and slot.stream.is_finished):
+                continue  # a whole VAD segment was decoded: its final follows, no partial
             if slot.endpoint and not slot.input_finished and rec.is_endpoint(slot.stream):
                 self._final(slot, last=False)
                 continue
             if slot.partials:
                 self._emit(slot, BatchEvent("partial", slot.segment, slot.stream.result,
-                                            slot.client_samples))
+                                            slot.client_samples, offset=slot.offset))
 
     def _final(self, slot: Slot, *, last: bool) -> None:
         """Send the current segment's final and start a new segment.
@@ -233,3 +310,10 @@ class Batcher:
             slot.sink(event)
         except Exception:  # a sink must never take the loop down
             log.exception("result sink failed")
+
+
+def _empty_result() -> Any:
+    """The final of a stream in which nothing was recognized (VAD found no speech)."""
+    from edgeasr.stream import Result
+
+    return Result(text="", tokens=[], timestamps=[], is_final=True)

@@ -4,6 +4,8 @@ The options are the runtime commands' own (:mod:`edgeasr.commands`: ``--bundle``
 ``--backend``, ``--precision``, ``--num-threads``, ``--decoding`` and its knobs), so a model
 and decoding that work in ``edgeasr transcribe`` work the same way live. The apps add
 ``--checkpoint``: streaming a training checkpoint (torch backend) before any export.
+``--vad`` is shared too: both apps segment live audio with the same Silero VAD settings as
+``edgeasr transcribe --vad``, so a live segment is recognized as the file path would.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from edgeasr.errors import EdgeAsrError
 if TYPE_CHECKING:
     from edgeasr.stream import Recognizer
 
-__all__ = ["AppError", "add_model_arguments", "load_recognizer"]
+__all__ = ["AppError", "add_model_arguments", "add_vad_argument", "load_recognizer"]
 
 
 class AppError(EdgeAsrError):
@@ -31,6 +33,14 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     runtime_model_arguments(p)
     p.add_argument("--checkpoint", type=Path, default=None, metavar="PATH",
                    help="stream a training checkpoint with the torch backend instead of a bundle")
+
+
+def add_vad_argument(p: argparse.ArgumentParser) -> None:
+    """``--vad``: only speech segments found by Silero VAD reach the recognizer."""
+    p.add_argument("--vad", action="store_true",
+                   help="segment the audio with Silero VAD: only speech (with 0.3 s padding) "
+                        "is recognized, each segment as one utterance with one final, sent "
+                        "once the segment ends (needs: pip install silero-vad --no-deps)")
 
 
 def load_recognizer(args: argparse.Namespace) -> Recognizer:

@@ -14,6 +14,11 @@ last final and exits 0.
 
 Latency shown = time the result is printed minus the time the newest audio block it includes
 arrived from PortAudio: the recognizer's queueing + compute delay, not the model's look-ahead.
+
+``--vad``: the audio goes through Silero VAD (:class:`~edgeasr.vad.VadSegmenter`) and only
+the padded speech segments are recognized, each as its own utterance whose final is printed
+once the segment ends (no partials: a segment is known only once it is over). Silence costs
+no decoding, and every segment is recognized exactly as ``edgeasr transcribe --vad`` would.
 """
 
 from __future__ import annotations
@@ -31,9 +36,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
-from edgeasr.apps.common import AppError, add_model_arguments, load_recognizer
+from edgeasr.apps.common import AppError, add_model_arguments, add_vad_argument, load_recognizer
 
 from edgeasr.audio import StreamResampler
+from edgeasr.vad import VadConfig, VadError, VadSegmenter
 
 __all__ = ["MicConfig", "MicTranscriber", "TranscriptPrinter", "add_arguments", "run"]
 
@@ -106,13 +112,16 @@ def resolve_device(sd: Any, device: str | None) -> tuple[int, float]:
 class MicConfig:
     """Capture settings. ``sample_rate`` None uses the device's default rate; ``block_ms`` is
     the PortAudio block (the granularity of feeding, not of decoding: the model decodes once a
-    whole chunk has arrived). ``save_wav`` keeps the 16 kHz audio that went into the model."""
+    whole chunk has arrived). ``save_wav`` keeps the 16 kHz audio that went into the model
+    (with ``vad``, all captured audio: the input of the VAD). ``vad`` (None: off) segments
+    the audio with Silero VAD; ``endpoint`` then has no effect (segments end at pauses)."""
 
     device: str | None = None
     sample_rate: int | None = None
     block_ms: int = 100
     endpoint: bool = True
     save_wav: Path | None = None
+    vad: VadConfig | None = None
 
 
 class TranscriptPrinter:
@@ -154,6 +163,14 @@ class MicTranscriber:
         self.status = status
         self.latencies_ms: list[float] = []
         self.finals: list[str] = []
+        self.segmenter: VadSegmenter | None = None
+        if config.vad is not None:  # load before opening the device: fail fast
+            try:
+                self.segmenter = VadSegmenter(config.vad)
+            except VadError as e:
+                raise AppError(str(e)) from None
+            if self.rate != 16000:
+                raise AppError(f"--vad needs a 16 kHz model, this one runs at {self.rate} Hz")
 
     def run(self) -> None:
         sd = _import_sounddevice()
@@ -193,6 +210,9 @@ class MicTranscriber:
                     except queue.Empty:
                         continue
                     newest = arrived
+                    if self.segmenter is not None:
+                        self.feed_vad(resampler.process(block), newest, kept)
+                        continue
                     self._feed(stream, resampler.process(block), kept)
                     while not blocks.empty():  # catch up after a slow decode: feed all first
                         newest, block = blocks.get_nowait()
@@ -204,10 +224,16 @@ class MicTranscriber:
         # Stopped: whatever PortAudio already delivered is part of the utterance.
         while not blocks.empty():
             newest, block = blocks.get_nowait()
-            self._feed(stream, resampler.process(block), kept)
-        self._feed(stream, resampler.flush(), kept)
-        stream.input_finished()
-        self._decode(stream, newest, last=True)
+            if self.segmenter is not None:
+                self.feed_vad(resampler.process(block), newest, kept)
+            else:
+                self._feed(stream, resampler.process(block), kept)
+        if self.segmenter is not None:
+            self.feed_vad(resampler.flush(), newest, kept, last=True)
+        else:
+            self._feed(stream, resampler.flush(), kept)
+            stream.input_finished()
+            self._decode(stream, newest, last=True)
         if self.config.save_wav is not None:
             _write_wav(self.config.save_wav, kept, self.rate)
         if self.latencies_ms:
@@ -215,6 +241,27 @@ class MicTranscriber:
             print(f"edgeasr mic: {len(self.finals)} final(s); latency p50 "
                   f"{np.percentile(lat, 50):.0f} ms, p95 {np.percentile(lat, 95):.0f} ms",
                   file=self.status, flush=True)
+
+    def feed_vad(self, audio: np.ndarray, newest: float, kept: list[np.ndarray],
+                 last: bool = False) -> None:
+        """VAD mode: segment 16 kHz ``audio``; recognize and print every segment it finishes
+        (``last``: the end of input, which also closes the segment in progress).
+
+        Each segment gets a fresh stream (``Recognizer.transcribe``): nothing carries over the
+        silence between segments, so a segment's text does not depend on what came before.
+        """
+        assert self.segmenter is not None
+        if self.config.save_wav is not None and audio.size:
+            kept.append(audio)
+        segments = self.segmenter.accept_waveform(audio) if audio.size else []
+        if last:
+            segments += self.segmenter.flush()
+        for seg in segments:
+            text = self.rec.transcribe(seg.samples, sample_rate=self.rate).text
+            self.latencies_ms.append((time.monotonic() - newest) * 1000)
+            if text:
+                self.printer.final(text)
+                self.finals.append(text)
 
     def _feed(self, stream: Any, audio: np.ndarray, kept: list[np.ndarray]) -> None:
         if audio.size:
@@ -267,6 +314,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="never split into segments: one final when you press Ctrl-C")
     p.add_argument("--save-wav", type=Path, default=None, metavar="PATH",
                    help="also write the 16 kHz audio that was recognized to PATH")
+    add_vad_argument(p)
     add_model_arguments(p)
 
 
@@ -280,6 +328,7 @@ def run(args: argparse.Namespace) -> int:
     resolve_device(_import_sounddevice(), args.device)
     recognizer = load_recognizer(args)
     config = MicConfig(device=args.device, sample_rate=args.sample_rate,
-                       endpoint=not args.no_endpoint, save_wav=args.save_wav)
+                       endpoint=not args.no_endpoint, save_wav=args.save_wav,
+                       vad=VadConfig() if args.vad else None)
     MicTranscriber(recognizer, config, TranscriptPrinter(sys.stdout)).run()
     return 0

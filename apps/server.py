@@ -11,6 +11,11 @@ of bytes per message, of audio seconds per stream, of idle seconds, and of unrea
 queued for a client that does not read (a slow reader is disconnected, it never stalls the
 batcher). SIGINT/SIGTERM stop accepting connections, end every stream's input, flush its final
 result, send ``done`` and close with 1001 before the process exits.
+
+With ``--vad`` each connection's audio goes through its own
+:class:`~edgeasr.vad.VadSegmenter` (all sharing one Silero model) and only the padded speech
+segments reach the recognizer, each as its own utterance with its own final: silence costs no
+decoding, and a segment is recognized exactly as ``edgeasr transcribe --vad`` would.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import hmac
 import http
 import json
@@ -35,7 +41,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 from edgeasr.apps.batcher import Batcher, BatchEvent, Slot, StreamingRecognizer
-from edgeasr.apps.common import AppError, add_model_arguments, load_recognizer
+from edgeasr.apps.common import (
+    AppError,
+    add_model_arguments,
+    add_vad_argument,
+    load_recognizer,
+)
 from edgeasr.apps.protocol import (
     ProtocolError,
     StreamConfig,
@@ -52,6 +63,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from edgeasr.audio import StreamResampler
+from edgeasr.hotwords import HotwordError
+from edgeasr.stream import RecognizerError
+from edgeasr.vad import SAMPLE_RATE as VAD_SAMPLE_RATE
+from edgeasr.vad import SileroVad, VadConfig, VadError, VadSegmenter
 
 __all__ = ["WEB_ROOT", "AsrServer", "ServerConfig", "add_arguments", "run"]
 
@@ -73,6 +88,7 @@ class ServerConfig:
     is how many unsent results may queue for one client before it counts as a slow reader
     (partials are coalesced first, so only a client that stopped reading reaches it).
     ``save_audio_dir`` writes each stream's 16 kHz input to a wav (debugging, tests).
+    ``vad`` (None: off) segments every stream with Silero VAD; see the module docstring.
     """
 
     host: str = "127.0.0.1"
@@ -87,6 +103,7 @@ class ServerConfig:
     shutdown_timeout: float = 10.0
     web_root: Path | None = WEB_ROOT
     save_audio_dir: Path | None = None
+    vad: VadConfig | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_connections", "max_message_bytes", "max_batch", "max_pending_messages"):
@@ -112,6 +129,7 @@ class _Session:
     slow: bool = False
     audio: list[np.ndarray] | None = None
     reader: asyncio.Task[None] | None = None
+    segmenter: VadSegmenter | None = None
 
 
 class AsrServer:
@@ -126,6 +144,13 @@ class AsrServer:
         self.config = config or ServerConfig()
         self.info = info or {}
         self.batcher = Batcher(recognizer, max_batch=self.config.max_batch)
+        self._vad: SileroVad | None = None
+        if self.config.vad is not None:  # load (and fail) once, before serving anybody
+            if self.batcher.sample_rate != VAD_SAMPLE_RATE:
+                raise VadError(f"VAD segmentation needs a {VAD_SAMPLE_RATE} Hz model, "
+                               f"this one runs at {self.batcher.sample_rate} Hz")
+            self.config.vad.validate()
+            self._vad = SileroVad(self.config.vad.model, self.config.vad.num_threads)
         self._server: Server | None = None
         self._sessions: set[_Session] = set()
         self._handlers: set[asyncio.Task[Any]] = set()
@@ -227,6 +252,7 @@ class AsrServer:
                 "streams": self.batcher.active,
                 "max_connections": self.config.max_connections,
                 "uptime_seconds": round(time.monotonic() - self.started_at, 1),
+                "vad": self._vad is not None,
                 **self.info,
             }
             return _response(http.HTTPStatus.OK, json.dumps(body) + "\n",
@@ -274,8 +300,18 @@ class AsrServer:
         session = _Session(ws, config, resampler)
         if self.config.save_audio_dir is not None:
             session.audio = []
-        session.slot = self.batcher.open(lambda ev: self._deliver(session, ev),
-                                         endpoint=config.endpoint, partials=config.partials)
+        try:
+            session.slot = self.batcher.open(
+                lambda ev: self._deliver(session, ev), endpoint=config.endpoint,
+                partials=config.partials, hotwords=config.hotwords, vad=self._vad is not None)
+        except (HotwordError, RecognizerError) as e:  # phrases this model cannot bias towards
+            await _close_with(ws, "bad_config", f"'hotwords': {e}", CLOSE_POLICY)
+            return
+        if self._vad is not None:
+            # Each stream needs its own recurrent state, not its own copy of the network:
+            # a shallow copy shares the onnxruntime session, and the segmenter's reset()
+            # gives the copy fresh state arrays.
+            session.segmenter = VadSegmenter(self.config.vad, copy.copy(self._vad))
         self._sessions.add(session)
         writer = asyncio.create_task(self._write(session))
         session.reader = asyncio.create_task(self._read(session))
@@ -295,7 +331,7 @@ class AsrServer:
                 close_code = CLOSE_GOING_AWAY
             tail = session.resampler.flush()
             self._keep_audio(session, tail)
-            self.batcher.feed(session.slot, tail, session.client_samples)
+            self._feed(session, tail, last=True)
             self.batcher.finish(session.slot)
             await writer  # returns after 'done' is sent, or when the client stops reading
             if not session.slow:
@@ -336,8 +372,25 @@ class AsrServer:
             session.client_samples += samples.size
             audio = session.resampler.process(samples)
             self._keep_audio(session, audio)
-            assert session.slot is not None
+            self._feed(session, audio)
+
+    def _feed(self, session: _Session, audio: np.ndarray, last: bool = False) -> None:
+        """Hand 16 kHz audio to the batcher: as it is, or (VAD) as finished speech segments.
+
+        The segmenter runs here on the event-loop thread: a 32 ms window costs well under a
+        millisecond, and the reader is only cancelled at an await, so the end-of-input flush
+        never races a window in progress.
+        """
+        assert session.slot is not None
+        if session.segmenter is None:
             self.batcher.feed(session.slot, audio, session.client_samples)
+            return
+        segments = session.segmenter.accept_waveform(audio) if audio.size else []
+        if last:
+            segments += session.segmenter.flush()
+        for seg in segments:
+            self.batcher.feed_segment(session.slot, seg.samples, seg.start_s,
+                                      session.client_samples)
 
     def _deliver(self, session: _Session, event: BatchEvent) -> None:
         """Batcher sink: turn an event into a queued message (never blocks)."""
@@ -348,9 +401,9 @@ class AsrServer:
                 event.kind,
                 text=result.text,
                 tokens=list(result.tokens),
-                timestamps=list(result.timestamps),
+                timestamps=[t + event.offset for t in result.timestamps],
                 segment=event.segment,
-                start_time=float(getattr(result, "start_time", 0.0)),
+                start_time=float(getattr(result, "start_time", 0.0)) + event.offset,
                 audio_seconds=event.client_samples / config.sample_rate,
                 samples=event.client_samples,
                 config=config,
@@ -447,6 +500,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-web", action="store_true", help="do not serve the browser page at /")
     p.add_argument("--save-audio", type=Path, default=None, metavar="DIR",
                    help="write each stream's 16 kHz input to DIR/<id>.wav (debugging)")
+    add_vad_argument(p)
     add_model_arguments(p)
 
 
@@ -458,6 +512,7 @@ def run(args: argparse.Namespace) -> int:
             idle_timeout=args.idle_timeout, max_batch=args.max_batch,
             auth_token=args.token or os.environ.get("EDGEASR_TOKEN") or None,
             web_root=None if args.no_web else WEB_ROOT, save_audio_dir=args.save_audio,
+            vad=VadConfig() if args.vad else None,
         )
     except ValueError as e:
         raise AppError(str(e)) from None
@@ -465,8 +520,12 @@ def run(args: argparse.Namespace) -> int:
     recognizer = load_recognizer(args)
     info = {"model": str(args.checkpoint or args.bundle or "models/default")}
 
-    async def main() -> None:
+    try:
         server = AsrServer(recognizer, config, info=info)
+    except VadError as e:
+        raise AppError(str(e)) from None
+
+    async def main() -> None:
         try:
             await server.start()
         except OSError as e:
