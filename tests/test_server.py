@@ -107,10 +107,21 @@ def test_parse_config_accepts_options() -> None:
     ('{"sample_rate": 16000, "format": "int8"}', "'int16' or 'float32'"),
     ('{"sample_rate": 16000, "partials": "yes"}', "true or false"),
     ('{"sample_rate": 16000, "rate": 1}', "unknown config field(s): rate"),
+    ('{"sample_rate": 16000, "hotwords": 5}', "'hotwords' must be a string or a list"),
+    ('{"sample_rate": 16000, "hotwords": ["a", 1]}', "'hotwords' must be a string or a list"),
+    ('{"sample_rate": 16000, "hotwords": "' + "a" * 16385 + '"}', "16385 characters (max"),
 ])
 def test_parse_config_names_the_problem(text: str, problem: str) -> None:
     with pytest.raises(ProtocolError, match=re.escape(problem)):
         parse_config(text)
+
+
+def test_parse_config_hotwords_string_or_list() -> None:
+    assert parse_config('{"sample_rate": 16000, "hotwords": "cafe, bead :3"}').hotwords \
+        == "cafe, bead :3"
+    assert parse_config('{"sample_rate": 16000, "hotwords": ["cafe", "bead :3"]}').hotwords \
+        == ["cafe", "bead :3"]
+    assert parse_config('{"sample_rate": 16000}').hotwords is None
 
 
 def test_decode_pcm_int16_and_odd_bytes() -> None:
@@ -216,6 +227,74 @@ def test_32_concurrent_realtime_clients_match_offline(rec: Any, clips: list) -> 
             assert_matches_offline(r, offline)
     # batching happened: far fewer decode calls than one per stream per chunk
     assert calls < 32 * 3 / 0.16
+
+
+def _transcribe_with_hotwords(rec: Any, audio: np.ndarray, hotwords: Any) -> Any:
+    """``Recognizer.transcribe`` on a stream created with ``hotwords`` (same 10 s pieces)."""
+    stream = rec.create_stream(hotwords=hotwords)
+    for a in range(0, len(audio), 160000):
+        stream.accept_waveform(16000, audio[a:a + 160000])
+        rec.decode_stream(stream)
+    stream.input_finished()
+    rec.decode_stream(stream)
+    return stream.result
+
+
+def test_hotwords_per_client(rec: Any, clips: list) -> None:
+    """Each client's hotwords bias its own stream only, exactly as a local stream with the same
+    hotwords; phrases the server cannot compile are bad_config for that client alone."""
+    audio, offline = clips[0]
+    as_string = _transcribe_with_hotwords(rec, audio, "bead :3")
+    as_list = _transcribe_with_hotwords(rec, audio, ["fade", "cafe :4"])
+    assert as_string.tokens != offline.tokens and as_list.tokens != offline.tokens
+
+    async def scenario(server: AsrServer, url: str) -> dict[str, Any]:
+        cases = {
+            "string": stream_audio(url, audio, config={"hotwords": "bead :3",
+                                                       "endpoint": False}),
+            "list": stream_audio(url, audio, config={"hotwords": ["fade", "cafe :4"],
+                                                     "endpoint": False}),
+            "bad_boost": raw_session(url, ['{"sample_rate": 16000, "hotwords": "cafe :0"}']),
+            "empty_phrase": raw_session(url, ['{"sample_rate": 16000, "hotwords": ["!!"]}']),
+            "plain": stream_audio(url, audio),
+        }
+        results = await asyncio.gather(*cases.values())
+        return dict(zip(cases, results, strict=True))
+
+    out = with_server(rec, scenario)
+    assert_matches_offline(out["string"], as_string)
+    assert_matches_offline(out["list"], as_list)
+    assert_matches_offline(out["plain"], offline)
+    for name, problem in [("bad_boost", "boost must be > 0"), ("empty_phrase", "'!!'")]:
+        r = out[name]
+        assert [m["code"] for m in r.errors] == ["bad_config"], name
+        assert r.errors[0]["message"].startswith("'hotwords': ") and problem in \
+            r.errors[0]["message"], r.errors
+        assert r.close_code == 1008 and not r.done
+
+
+def test_vad_finals_equal_per_segment_transcripts(rec: Any) -> None:
+    """serve --vad: speech, 3 s of silence, speech. Each VAD segment is recognized alone, so
+    the finals are exactly transcribe_segments() of the same audio, on the stream's time line;
+    no partials (a segment is decoded once it is over)."""
+    from edgeasr.vad import VadConfig, transcribe_segments
+
+    audio = np.concatenate([speech_clip(3.0, index=0), np.zeros(48000, np.float32),
+                            speech_clip(3.0, index=1)])
+    expected, parts = transcribe_segments(rec, audio)
+    assert len(parts) == 2 and parts[0][0].end < 3 * 16000 + 48000 < parts[1][0].start
+    spoken = [(seg, r) for seg, r in parts if r.text]
+
+    record = with_server(rec, lambda s, url: stream_audio(url, audio), vad=VadConfig())
+    assert record.done and not record.errors, record.messages
+    assert {m["type"] for m in record.messages} == {"final", "done"}
+    assert record.tokens == list(expected.tokens)
+    assert [m["segment"] for m in record.finals] == list(range(len(spoken)))
+    for final, (seg, r) in zip(record.finals, spoken, strict=True):
+        assert final["text"] == r.text
+        assert final["start_time"] == round(seg.start_s, 3)
+        assert final["timestamps"] == [round(t + seg.start_s, 3) for t in r.timestamps]
+    assert record.messages[-1]["segments"] == len(spoken)
 
 
 # ------------------------------------------------------------------------------ faults
