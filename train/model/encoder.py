@@ -285,12 +285,14 @@ class Encoder(nn.Module):
 
     def forward(
         self, feats: Tensor, feat_lens: Tensor, chunk_size: int | None = None,
-        left_context: int | None = None,
+        left_context: int | None = None, layer_outputs: list[Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """``feats [N, T, F]``, ``feat_lens [N]`` -> (``frames [N, T', J]``, ``frame_lens [N]``).
 
         ``chunk_size`` (encoder frames) None or -1 = full context; ``left_context`` None = the
         config's, -1 = unlimited. Frames at or beyond ``frame_lens`` are padding (garbage).
+        ``layer_outputs``: if a list is given, each Conformer layer's output ``[N, T', D]`` is
+        appended to it (training-only auxiliary losses tap them, e.g. interAED-KD).
         """
         if feats.dim() != 3 or feat_lens.shape != (feats.shape[0],):
             raise ValueError(f"expected feats [N, T, {self.cfg.feature_dim}] and feat_lens [N], "
@@ -306,6 +308,8 @@ class Encoder(nn.Module):
         distance = (pos[:, None] - pos[None, :]).to(x.dtype)
         for layer in self.layers:
             x = layer(x, allowed, distance)
+            if layer_outputs is not None:
+                layer_outputs.append(x)
         return self.out_proj(x), lens
 
     def forward_chunk(

@@ -69,6 +69,10 @@ class Transducer(nn.Module):
         else:
             self.simple_am_proj = None
             self.simple_lm_proj = None
+        #: Training-only auxiliary losses (interAED-KD, set by ``interaed.attach_kd``): never
+        #: exported; their weights are dropped when a checkpoint loads into a model without them.
+        self.kd: nn.Module | None = None
+        self.register_load_state_dict_pre_hook(_drop_absent_kd_weights)
 
     # ---------------------------------------------------------------- pieces used by the loss
     @staticmethod
@@ -105,7 +109,8 @@ class Transducer(nn.Module):
         if chunk_size is None and self.training:
             chunk_size = sample_chunk_size(cfg.train_chunk_sizes, cfg.full_context_prob)
         feats = self.specaugment(feats, feat_lens)
-        e, e_lens = self.encoder(feats, feat_lens, chunk_size=chunk_size)
+        taps: list[Tensor] | None = [] if self.kd is not None else None
+        e, e_lens = self.encoder(feats, feat_lens, chunk_size=chunk_size, layer_outputs=taps)
         targets = targets.long()
         target_lens = target_lens.long()
         p = self.predictor(self.predictor_input(targets, target_lens))  # [N, U+1, J]
@@ -128,6 +133,10 @@ class Transducer(nn.Module):
             ctc = self._iam_ctc_loss(e, targets, e_lens, target_lens)
             parts["iam_ctc"] = ctc.detach()
             loss = loss + cfg.iam_ctc_weight * ctc
+        if self.kd is not None and taps is not None:
+            kd, kd_parts = self.kd(taps, e_lens, targets, target_lens)
+            parts.update(kd_parts)
+            loss = loss + kd
         return LossOutput(loss=loss, parts=parts)
 
     def _pruned_loss(
@@ -164,6 +173,15 @@ class Transducer(nn.Module):
         nll = ctc_loss(logprobs[idx], targets[idx], e_lens[idx], target_lens[idx],
                        blank=BLANK_ID, reduction="sum")
         return nll / targets.shape[0]
+
+
+def _drop_absent_kd_weights(module: nn.Module, state_dict: dict[str, Tensor], prefix: str,
+                            *_: object) -> None:
+    """Load hook: a checkpoint trained with KD decoders loads into a plain model (export,
+    inference) by dropping the ``kd.*`` weights, which no decoding path uses."""
+    if getattr(module, "kd", None) is None:
+        for key in [k for k in state_dict if k.startswith(prefix + "kd.")]:
+            del state_dict[key]
 
 
 @torch.no_grad()
