@@ -128,6 +128,9 @@ class TrainConfig:
     model: dict[str, Any] = field(default_factory=dict)
     #: Keyword arguments of ``edgeasr.features.FeatureConfig``.
     features: dict[str, Any] = field(default_factory=dict)
+    #: Knowledge distillation (``edgeasr.train.model.interaed.KDConfig``); empty = off. Opaque
+    #: here like ``model``: validated when the KD decoders are built (docs/interaed-kd.md).
+    kd: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> TrainConfig:
         """Check ranges and consistency; raise :class:`ConfigError` naming the bad field."""

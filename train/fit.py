@@ -62,6 +62,7 @@ from .checkpoint import (
 from .config import OptimConfig, TrainConfig, load_config
 from .data import AsrDataset, Batch, global_cmvn, make_loader, sampler_for
 from .model import ModelConfig, Transducer, greedy_decode
+from .model.interaed import KDConfig, attach_kd
 from .plot import plot_log
 
 __all__ = ["Trainer", "add_arguments", "fit", "learning_rate", "run"]
@@ -169,6 +170,8 @@ class Trainer:
         # Same initial weights on every rank (DDP would also broadcast rank 0's).
         _seed_everything(config.seed)
         self.model = Transducer(self.model_config).to(self.dist.device)
+        if config.kd:  # training-only KD decoders, before the optimizer sees the parameters
+            attach_kd(self.model, KDConfig.from_dict(config.kd), None, self.tokenizer.model_bytes)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
             lr=config.optim.lr,
