@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pytest
 from apps_helpers import load_test_recognizer, model_args, speech_clip, write_wav
-from edgeasr.apps.mic import TranscriptPrinter
+from edgeasr.apps.mic import MicConfig, MicTranscriber, TranscriptPrinter
 
 from edgeasr.audio import load_audio
 
@@ -61,6 +61,31 @@ def test_printer_rewrites_the_line_on_a_terminal() -> None:
     text = out.getvalue()
     assert text.startswith("\r\x1b[Khel\x1b[2m  [  42 ms]\x1b[0m\r\x1b[Khello")
     assert text.endswith("\r\x1b[Khello world\n")
+
+
+# --------------------------------------------------------------------------------- --vad
+
+
+def test_vad_prints_one_final_per_speech_segment(tmp_path: Path) -> None:
+    """mic --vad without a device: 100 ms blocks, as PortAudio delivers them, through
+    feed_vad(); the printed finals are transcribe_segments() of the same audio."""
+    from edgeasr.vad import VadConfig, transcribe_segments
+
+    rec: Any = load_test_recognizer(tmp_path)
+    audio = np.concatenate([speech_clip(3.0, index=0), np.zeros(48000, np.float32),
+                            speech_clip(3.0, index=1)])
+    _, parts = transcribe_segments(rec, audio)
+    assert len(parts) == 2
+    out = io.StringIO()
+    mic = MicTranscriber(rec, MicConfig(vad=VadConfig()), TranscriptPrinter(out),
+                         status=io.StringIO())
+    kept: list[np.ndarray] = []
+    for a in range(0, len(audio), 1600):
+        mic.feed_vad(audio[a:a + 1600], time.monotonic(), kept)
+    mic.feed_vad(np.zeros(0, np.float32), time.monotonic(), kept, last=True)
+    texts = [r.text for _, r in parts if r.text]
+    assert out.getvalue().splitlines() == texts and mic.finals == texts
+    assert len(mic.latencies_ms) == 2 and kept == []  # no --save-wav: nothing kept
 
 
 # ------------------------------------------------------------------------ the capture path
