@@ -13,8 +13,8 @@ layers are rebuilt for the ASR pieces:
 * blank (id 0, the BOS of both models) and ``<unk>`` (id 1) copy their LLM rows.
 
 Then the adapted LM is fine-tuned briefly on ASR-tokenized text. ``edgeasr-train lm-adapt
---compare`` also trains the same architecture from scratch on the ASR vocabulary for the same
-number of steps, which is the baseline the adaptation has to beat.
+--runs adapted,direct`` also trains the same architecture from scratch on the ASR vocabulary
+for the same number of steps: the baseline the adaptation has to beat.
 """
 
 from __future__ import annotations
@@ -93,15 +93,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--max-minutes", type=float, default=0.0, help="per run; 0 = no limit")
-    p.add_argument("--compare", action="store_true",
-                   help="also train the same LM directly on the ASR vocabulary (same steps)")
+    p.add_argument("--runs", default="adapted,direct",
+                   help="comma list of runs: 'adapted' (vocabulary-adapted LLM, fine-tuned) "
+                        "and/or 'direct' (same architecture trained from scratch on the ASR "
+                        "vocabulary, the baseline); separate processes can share --out")
     p.add_argument("--threads", type=int, default=1)
 
 
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    llm, llm_tok, _ = load_lm(args.llm)
+    llm, llm_tok, llm_state = load_lm(args.llm)
     asr_tok = Tokenizer(args.asr_tokenizer)
     texts = {s: (args.text_dir / f"{s}.txt").read_text(encoding="utf-8").splitlines()
              for s in ("train", "dev")}
@@ -109,24 +111,27 @@ def run(args: argparse.Namespace) -> int:
     train = encode_sentences(asr_tok, texts["train"], max_len)
     dev = encode_sentences(asr_tok, texts["dev"], max_len)
     cfg = LMTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                        warmup=min(50, args.steps // 10), eval_every=max(1, args.steps // 4),
+                        warmup=min(50, args.steps // 10), eval_every=args.steps,
                         max_minutes=args.max_minutes)
-    report: dict[str, object] = {"asr_vocab": asr_tok.vocab_size,
-                                 "llm_vocab": llm_tok.vocab_size, "steps": args.steps}
-    runs: list[tuple[str, Llama]] = []
-    adapted, stats = adapt_vocabulary(llm, llm_tok, asr_tok)
-    report["pieces"] = stats
-    runs.append(("adapted", adapted))
-    if args.compare:
-        runs.append(("direct", Llama(adapted.cfg)))
-    for name, model in runs:
+    names = [r for r in args.runs.split(",") if r]
+    if not names or set(names) - {"adapted", "direct"}:
+        raise SystemExit(f"--runs must list 'adapted' and/or 'direct', got {args.runs!r}")
+    for name in names:
+        if name == "adapted":
+            model, stats = adapt_vocabulary(llm, llm_tok, asr_tok)
+        else:
+            model, stats = Llama(LlamaConfig.from_dict(
+                {**llm.cfg.to_dict(), "vocab_size": asr_tok.vocab_size})), {}
         before = evaluate(model, dev)
         t0 = time.monotonic()
         steps, ppl = train_lm(model, train, dev, cfg)
         save_lm(args.out / name / "lm.pt", model, asr_tok, step=steps, dev_ppl=ppl)
-        report[name] = {"dev_ppl_before": round(before, 3), "dev_ppl": round(ppl, 3),
-                        "steps": steps, "minutes": round((time.monotonic() - t0) / 60, 2)}
-        print(name, json.dumps(report[name]), flush=True)
-    (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n", "utf-8")
-    print(json.dumps(report), flush=True)
+        report = {"run": name, "asr_vocab": asr_tok.vocab_size,
+                  "llm_vocab": llm_tok.vocab_size, "llm_step": llm_state.get("step"),
+                  "pieces": stats, "dev_ppl_before": round(before, 3),
+                  "dev_ppl": round(ppl, 3), "steps": steps, "batch_size": cfg.batch_size,
+                  "minutes": round((time.monotonic() - t0) / 60, 2)}
+        (args.out / name / "report.json").write_text(json.dumps(report, indent=2) + "\n",
+                                                      "utf-8")
+        print(json.dumps(report), flush=True)
     return 0
