@@ -339,3 +339,19 @@ def test_tokenizer_command(tmp_path: Path, corpus: dict[str, Path]) -> None:
     assert tok.vocab_size == 48
     assert tok.decode(tok.encode("doctor smith has three cats")) == "doctor smith has three cats"
     assert (out / "tokens.txt").read_text().splitlines()[0] == "<blk> 0"
+
+
+def test_holdout_speakers_is_seeded_and_disjoint() -> None:
+    from edgeasr.train.holdout_cmd import holdout_speakers
+
+    from edgeasr.manifest import Cut
+
+    cuts = [Cut(f"{s}-{i}", Path(f"/a/{s}-{i}.wav"), "hi", 1.0, speaker=f"s{s}")
+            for s in range(12) for i in range(3)]
+    train, dev, held = holdout_speakers(cuts, 4, seed=0)
+    assert len(held) == 4 and len(dev) == 12 and len(train) == 24
+    assert {c.speaker for c in dev} == set(held)
+    assert not {c.speaker for c in train} & set(held)
+    assert holdout_speakers(cuts, 4, seed=0)[2] == held
+    with pytest.raises(ValueError, match="cannot hold out 12 of 12"):
+        holdout_speakers(cuts, 12)
