@@ -161,13 +161,15 @@ class HierarchicalConfig:
         return cfg
 
 
-def tiny_hierarchical_config(**st_overrides: Any) -> HierarchicalConfig:
+def tiny_hierarchical_config(
+    asr_overrides: dict[str, Any] | None = None, **st_overrides: Any
+) -> HierarchicalConfig:
     """A model of a few ten thousand parameters for tests (milliseconds per step on CPU)."""
     st: dict[str, Any] = dict(vocab_size=12, d_model=16, num_layers=2, num_heads=2, ffn_dim=32,
                               conv_kernel=3, left_context=3, downsample=2, dropout=0.0,
                               joint_dim=16, predictor_dim=16, prune_range=3)
     st.update(st_overrides)
-    cfg = HierarchicalConfig(asr=tiny_config(), st=StHeadConfig(**st))
+    cfg = HierarchicalConfig(asr=tiny_config(**(asr_overrides or {})), st=StHeadConfig(**st))
     cfg.validate()
     return cfg
 
