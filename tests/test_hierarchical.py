@@ -1,0 +1,147 @@
+"""HENT-SRT model: streaming equals full forward for both encoders, CR-CTC behaves, a tiny model
+trains (loss decreases), stage-2 init from a stage-1 ASR state, config round trip."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edgeasr.train.losses.crctc import consistency_loss, cr_ctc_loss  # noqa: E402
+from edgeasr.train.model import EncoderCaches, Transducer  # noqa: E402
+from edgeasr.train.model.hierarchical import (  # noqa: E402
+    HierarchicalConfig,
+    HierarchicalTransducer,
+    st_greedy_decode,
+    tiny_hierarchical_config,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("downsample", [1, 2])
+def test_streaming_equals_full_forward_for_both_encoders(downsample: int) -> None:
+    torch.manual_seed(0)
+    cfg = tiny_hierarchical_config(downsample=downsample)
+    model = HierarchicalTransducer(cfg).eval()
+    c, chunks = cfg.asr.chunk_size, 5  # 5 chunks > left contexts: cache eviction is exercised
+    feats = torch.randn(2, 4 * c * chunks + 7, cfg.asr.feature_dim)
+    lens = torch.full((2,), feats.shape[1])
+    with torch.no_grad():
+        e, e_lens, s, s_lens = model.encode(feats, lens, chunk_size=c)
+        asr_c = EncoderCaches.init(2, cfg.asr)
+        st_c = model.st_encoder.init_caches(2)
+        es, ss = [], []
+        for k in range(chunks):
+            x = feats[:, 4 * c * k : 4 * c * k + 4 * c + 7]
+            ek, sk, asr_c, st_c = model.forward_chunk(x, asr_c, st_c)
+            es.append(ek)
+            ss.append(sk)
+    assert e.shape == (2, c * chunks, cfg.asr.joint_dim)
+    assert s.shape == (2, c * chunks // downsample, cfg.st.joint_dim)
+    assert int(s_lens[0]) == c * chunks // downsample
+    assert (torch.cat(es, 1) - e).abs().max() <= 1e-4
+    assert (torch.cat(ss, 1) - s).abs().max() <= 1e-4
+    assert st_c.processed_frames.tolist() == [c * chunks // downsample] * 2
+
+
+def test_consistency_loss_zero_for_identical_views_positive_otherwise() -> None:
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(2, 6, 5, generator=gen).log_softmax(-1).requires_grad_()
+    b = torch.randn(2, 6, 5, generator=gen).log_softmax(-1).requires_grad_()
+    lens = torch.tensor([6, 4])
+    assert float(consistency_loss(a, a.detach().clone(), lens).detach()) == pytest.approx(
+        0.0, abs=1e-7)
+    cr = consistency_loss(a, b, lens)
+    assert float(cr.detach()) > 0.01
+    cr.backward()
+    assert a.grad is not None and b.grad is not None
+    assert a.grad.abs().sum() > 0 and b.grad.abs().sum() > 0
+    # padding frames (beyond lens) get no gradient and do not count
+    assert a.grad[1, 4:].abs().max() == 0
+    c = b.detach().clone()
+    c[1, 4:] = torch.randn(2, 5, generator=gen).log_softmax(-1)
+    same = consistency_loss(a, c, lens).detach()
+    assert float(same) == pytest.approx(float(cr.detach()), abs=1e-6)
+
+
+def test_cr_ctc_combines_ctc_of_both_views() -> None:
+    gen = torch.Generator().manual_seed(1)
+    a = torch.randn(2, 8, 6, generator=gen).log_softmax(-1)
+    targets = torch.tensor([[1, 2, 3], [4, 5, 0]])
+    out = cr_ctc_loss(a, a.clone(), targets, torch.tensor([3, 2]), torch.tensor([8, 7]))
+    assert float(out.cr) == pytest.approx(0.0, abs=1e-7)
+    assert float(out.ctc) > 0
+
+
+def _batch(cfg: HierarchicalConfig, gen: torch.Generator):
+    feats = torch.randn(3, 4 * 16 + 7, cfg.asr.feature_dim, generator=gen)
+    lens = torch.tensor([71, 71, 55])
+    y = torch.randint(1, cfg.asr.vocab_size, (3, 4), generator=gen)
+    z = torch.randint(1, cfg.st.vocab_size, (3, 3), generator=gen)
+    return feats, lens, y, torch.tensor([4, 3, 2]), z, torch.tensor([3, 3, 1])
+
+
+def test_tiny_model_trains_loss_decreases_all_terms_reported() -> None:
+    torch.manual_seed(0)
+    cfg = tiny_hierarchical_config()
+    model = HierarchicalTransducer(cfg).train()
+    gen = torch.Generator().manual_seed(0)
+    batch = _batch(cfg, gen)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(12):
+        torch.manual_seed(1)  # same SpecAugment views and chunk size each step
+        out = model(*batch)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        losses.append(float(out.loss))
+    assert set(out.parts) >= {"asr_transducer", "st_transducer", "st_simple", "st_pruned",
+                              "asr_ctc", "asr_cr", "st_ctc", "st_cr"}
+    assert losses[-1] < 0.8 * losses[0], losses
+    # every ST parameter got a gradient (the ST head and the ST encoder are both trained)
+    for name, p in model.named_parameters():
+        if name.startswith(("st_encoder", "st_head")):
+            assert p.grad is not None, name
+
+
+def test_single_view_when_cr_disabled_and_eval_mode_is_deterministic() -> None:
+    torch.manual_seed(0)
+    cfg = tiny_hierarchical_config(cr_weight=0.0, loss="full")
+    model = HierarchicalTransducer(cfg).train()
+    out = model(*_batch(cfg, torch.Generator().manual_seed(0)))
+    assert "asr_cr" not in out.parts and "st_pruned" not in out.parts
+    model.eval()
+    b = _batch(cfg, torch.Generator().manual_seed(0))
+    assert float(model(*b).loss) == float(model(*b).loss)
+
+
+def test_stage2_init_from_stage1_asr_and_blank_penalty_in_reference_decoder() -> None:
+    torch.manual_seed(0)
+    cfg = tiny_hierarchical_config()
+    stage1 = Transducer(cfg.asr)
+    model = HierarchicalTransducer.from_asr_checkpoint_state(cfg, stage1.state_dict())
+    for k, v in stage1.state_dict().items():
+        assert torch.equal(model.asr.state_dict()[k], v)
+    feats = torch.randn(1, 4 * 16 + 7, 80)
+    lens = torch.tensor([feats.shape[1]])
+    never_blank = st_greedy_decode(model, feats, lens, blank_penalty=1e4, max_symbols_per_frame=2)
+    always_blank = st_greedy_decode(model, feats, lens, blank_penalty=-1e4)
+    assert len(never_blank[0]) == 2 * (16 // cfg.st.downsample)
+    assert always_blank == [[]]
+
+
+def test_config_round_trip_and_clear_errors() -> None:
+    cfg = tiny_hierarchical_config()
+    assert HierarchicalConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="multiples of st.downsample"):
+        tiny_hierarchical_config(downsample=3)
+    with pytest.raises(ValueError, match="unknown StHeadConfig keys"):
+        HierarchicalConfig.from_dict({**cfg.to_dict(), "st": {"bogus": 1}})
