@@ -61,7 +61,7 @@ class LMState:
     next token, and the llama.cpp snapshot after the last history token (opaque)."""
 
     tokens: tuple[int, ...]
-    log_probs: np.ndarray = field(repr=False)
+    log_probs: np.ndarray = field(repr=False, compare=False)
     snapshot: Any = field(repr=False, compare=False)
 
 

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from ..losses import rnnt_loss, tdt_loss
 from .config import BLANK_ID, ModelConfig
+from .encoder import sample_chunk_size
 from .predictor import Predictor
 from .transducer import LossOutput, Transducer
 
@@ -152,8 +153,6 @@ class FactorizedTransducer(Transducer):
                 chunk_size: int | None = None) -> LossOutput:
         """RNN-T/TDT loss of the factorized model + LM cross-entropy + IAM CTC (see module
         docstring); arguments as :meth:`Transducer.forward`."""
-        from .encoder import sample_chunk_size
-
         if targets.dim() != 2 or target_lens.shape != (feats.shape[0],):
             raise ValueError(f"expected targets [N, U] and target_lens [N] with "
                              f"N={feats.shape[0]}, got {tuple(targets.shape)} and "
