@@ -72,10 +72,13 @@ class LlamaPredictor:
         model_path: the GGUF file.
         n_ctx: longest history in tokens (default: the model's training context).
         n_threads: CPU threads of llama.cpp.
+        kv_f16: store the KV cache in fp16 (llama.cpp's default; halves its memory). Off by
+            default: an edge LM's cache is small, and fp32 keeps the log-probs within 1e-3 of
+            the PyTorch model.
     """
 
     def __init__(self, model_path: str | os.PathLike[str], n_ctx: int = 0,
-                 n_threads: int = 1) -> None:
+                 n_threads: int = 1, kv_f16: bool = False) -> None:
         path = Path(model_path)
         if not path.is_file():
             raise BackendError(f"{path}: GGUF language model not found")
@@ -87,7 +90,9 @@ class LlamaPredictor:
         try:
             self._llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=512,
                                         n_threads=n_threads, n_threads_batch=n_threads,
-                                        logits_all=True, verbose=False)
+                                        logits_all=True, verbose=False,
+                                        # GGML_TYPE_F32 = 0, F16 = 1
+                                        type_k=int(kv_f16), type_v=int(kv_f16))
         except (ValueError, RuntimeError) as e:
             raise BackendError(f"{path}: llama.cpp could not load the model ({e})") from e
         self.vocab_size: int = self._llm.n_vocab()
