@@ -184,6 +184,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="at most this many pairs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=None)
+    parser.add_argument("--st-vocab-size", type=int, default=256,
+                        help="size of the Spanish sentencepiece model written to tok-es/ "
+                             "(trained on the normalized Spanish train side; 0: skip)")
     parser.add_argument("--text-only", action="store_true",
                         help="write pairs and text files only (no synthesis)")
 
@@ -201,6 +204,15 @@ def run(args: argparse.Namespace) -> int:
     for split, sents in pool.splits.items():
         (out / "text" / f"{split}.es.txt").write_text(
             "".join(table[s.text] + "\n" for s in sents), encoding="utf-8")
+    if args.st_vocab_size:
+        # Trained here, on exactly the normalize_spanish() strings the ST dataset encodes
+        # (edgeasr-train tokenizer would apply the English normalizer).
+        from edgeasr.tokenizer import Tokenizer
+
+        (out / "tok-es").mkdir(exist_ok=True)
+        tok = Tokenizer.train(out / "text" / "train.es.txt", out / "tok-es" / "tokenizer",
+                              args.st_vocab_size)
+        tok.write_tokens(out / "tok-es" / "tokens.txt")
     log.info("%d pairs, %s sentences per split", len(pairs),
              {k: len(v) for k, v in pool.splits.items()})
     if args.text_only:
