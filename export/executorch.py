@@ -26,6 +26,11 @@ __all__ = ["ExecuTorchExportError", "export_pte", "quantize_pt2e", "DEFAULT_MAX_
 
 DEFAULT_MAX_BATCH = 8
 
+#: Module types whose ops PT2E int8 annotates (weights live here).
+QUANTIZED_MODULES: tuple[type[torch.nn.Module], ...] = (
+    torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d,
+)
+
 
 class ExecuTorchExportError(RuntimeError):
     """ExecuTorch is missing, or could not lower / quantize a graph."""
@@ -70,6 +75,21 @@ def export_pte(
     return path
 
 
+def _all_float(node: torch.fx.Node) -> bool:
+    """Only annotate ops whose tensors are floating point: the encoder concatenates boolean
+    attention-validity masks, and an observer on a bool tensor fails (``histc`` on Bool)."""
+    nodes = [node, *(a for a in node.all_input_nodes)]
+    for n in nodes:
+        val = n.meta.get("val")
+        if isinstance(val, torch.Tensor) and not val.dtype.is_floating_point:
+            return False
+        if isinstance(val, (list, tuple)) and any(
+            isinstance(v, torch.Tensor) and not v.dtype.is_floating_point for v in val
+        ):
+            return False
+    return True
+
+
 def quantize_pt2e(
     graph: GraphDef,
     calibration: Sequence[tuple[torch.Tensor, ...]],
@@ -85,9 +105,30 @@ def quantize_pt2e(
         get_symmetric_quantization_config,
     )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+    from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
 
-    quantizer = XNNPACKQuantizer()
-    quantizer.set_global(get_symmetric_quantization_config(is_per_channel=True))
+    class FloatOnlyQuantizer(XNNPACKQuantizer):
+        """XNNPACKQuantizer whose ``cat`` annotator ignores the module/filter selection
+        (executorch 1.4.1): it would observe the encoder's boolean mask concatenation, and
+        quantize the conv-cache concatenation feeding an fp32 depthwise conv, which XNNPACK then
+        refuses ("Weight and Input should both be quantized"). Non-float ops and ``cat`` are
+        marked handled (annotated with no quantization) before the stock annotators run."""
+
+        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            for n in model.graph.nodes:
+                if n.op == "call_function" and (
+                    n.target == torch.ops.aten.cat.default or not _all_float(n)
+                ):
+                    n.meta[Q_ANNOTATION_KEY] = QuantizationAnnotation(_annotated=True)
+            return super().annotate(model)
+
+    # Annotate the modules that hold the weights (where int8 pays off), and only float tensors.
+    config = get_symmetric_quantization_config(is_per_channel=True)
+    quantizer = FloatOnlyQuantizer()
+    for module_type in QUANTIZED_MODULES:
+        quantizer.set_module_type(module_type, config)
+    quantizer.set_filter_function(_all_float)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
