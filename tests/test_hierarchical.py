@@ -3,6 +3,8 @@ trains (loss decreases), stage-2 init from a stage-1 ASR state, config round tri
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -15,6 +17,8 @@ from edgeasr.train.model.hierarchical import (  # noqa: E402
     st_greedy_decode,
     tiny_hierarchical_config,
 )
+
+CONFIGS = Path(__file__).resolve().parent.parent / "train" / "configs"
 
 
 @pytest.fixture(autouse=True)
@@ -145,3 +149,76 @@ def test_config_round_trip_and_clear_errors() -> None:
         tiny_hierarchical_config(downsample=3)
     with pytest.raises(ValueError, match="unknown StHeadConfig keys"):
         HierarchicalConfig.from_dict({**cfg.to_dict(), "st": {"bogus": 1}})
+
+
+@pytest.mark.slow  # ~35 s on a loaded 2-core machine (dataset, 3 steps, validation decode)
+def test_stage2_driver_trains_from_stage1_and_validates_bleu(tmp_path) -> None:
+    """``edgeasr-train st``: tiny parallel manifest, stage-1 init, a few steps, BLEU/chrF in the
+    validation record, a checkpoint that loads back for export."""
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    pytest.importorskip("sacrebleu")
+    from edgeasr.train.checkpoint import save_checkpoint
+    from edgeasr.train.corpus.parallel import normalize_spanish
+    from edgeasr.train.st import StTrainer, load_st_config, load_st_model
+
+    from edgeasr.tokenizer import Tokenizer
+
+    en = ["the lord is my shepherd", "god said let there be light", "blessed are the meek"]
+    es = ["El Señor es mi pastor.", "Y dijo Dios: Sea la luz.", "Bienaventurados los mansos."]
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, (e, s) in enumerate(zip(en * 2, es * 2, strict=True)):
+        sf.write(tmp_path / f"u{i}.wav", (0.1 * rng.standard_normal(16000)).astype(np.float32),
+                 16000)
+        rows.append({"id": f"u{i}", "audio": f"u{i}.wav", "text": e, "duration": 1.0,
+                     "translation": s})
+    rows.append({"id": "x", "audio": "u0.wav", "text": en[0], "duration": 1.0})  # no pair
+    (tmp_path / "par.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    Tokenizer.train(en, tmp_path / "en", 30)
+    Tokenizer.train([normalize_spanish(s) for s in es], tmp_path / "es", 30)
+    cfg, st = load_st_config(CONFIGS / "hent_srt_stage2.toml", [
+        f"tokenizer={tmp_path / 'en.model'}", f"st.tokenizer={tmp_path / 'es.model'}",
+        f"data.train=[{{manifest = \"{tmp_path / 'par.jsonl'}\"}}]",
+        f"data.valid=[{{manifest = \"{tmp_path / 'par.jsonl'}\", name = \"dev\"}}]",
+        "data.max_duration=4.0", "data.max_utt_duration=2.0", "data.num_workers=0",
+        "data.valid_max_utts=2", "loop.max_steps=3", "loop.amp=\"none\"", "loop.log_every=1",
+        "loop.threads=1", "loop.checkpoint_every_minutes=0", "optim.warmup_steps=1",
+        *(f"model.{k}={v}" for k, v in (("d_model", 16), ("num_layers", 1), ("num_heads", 2),
+                                        ("ffn_dim", 32), ("conv_kernel", 3), ("left_context", 4),
+                                        ("chunk_size", 4), ("train_chunk_sizes", "[2, 4]"),
+                                        ("joint_dim", 16), ("predictor_dim", 16),
+                                        ("subsampling_channels", 4))),
+        *(f"st.model.{k}={v}" for k, v in (("d_model", 16), ("num_layers", 1), ("num_heads", 2),
+                                           ("ffn_dim", 32), ("conv_kernel", 3),
+                                           ("left_context", 2), ("joint_dim", 16),
+                                           ("predictor_dim", 16), ("prune_range", 3))),
+    ])
+    # stage 1 stand-in: a Transducer checkpoint of the ASR half
+    from edgeasr.train.model import ModelConfig
+
+    asr_cfg = ModelConfig.from_dict({"vocab_size": 30, **cfg.model})
+    stage1 = Transducer(asr_cfg)
+    save_checkpoint(tmp_path / "stage1.pt", {
+        "model_config": asr_cfg.to_dict(), "model": stage1.state_dict(),
+        "tokenizer": (tmp_path / "en.model").read_bytes(), "train_config": {},
+        "feature_config": {}})
+    st.init = str(tmp_path / "stage1.pt")
+    trainer = StTrainer(cfg, st, tmp_path / "exp")
+    assert len(trainer.train_set) == 6  # the row without a translation is dropped
+    assert torch.equal(trainer.model.asr.encoder.out_proj.weight, stage1.encoder.out_proj.weight)
+    result = trainer.train()
+    assert trainer.step == 3
+    dev = result["dev"]
+    assert {"bleu", "chrf", "length_ratio", "wer"} <= set(dev)
+    assert 0.0 <= dev["bleu"] <= 100.0
+    logs = [json.loads(x) for x in (tmp_path / "exp/log.jsonl").read_text().splitlines()]
+    train_logs = [r for r in logs if r["kind"] == "train"]
+    assert len(train_logs) == 3 and "st_pruned" in train_logs[0]["parts"]
+    ckpt = sorted((tmp_path / "exp").glob("*.pt"))[-1]
+    model, tok, st_tok, _ = load_st_model(ckpt)
+    assert st_tok == (tmp_path / "es.model").read_bytes()
+    assert model.cfg.st.vocab_size == 30
