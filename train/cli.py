@@ -22,6 +22,8 @@ COMMANDS: dict[str, str] = {
     "lm": "edgeasr.train.llama.train_lm",
     "lm-adapt": "edgeasr.train.llama.vocab_adapt",
     "lm-gguf": "edgeasr.train.llama.gguf_export",
+    "parallel": "edgeasr.train.corpus.parallel",
+    "st": "edgeasr.train.st",
     "mlm": "edgeasr.train.bert.train_mlm",
 }
 
