@@ -180,3 +180,30 @@ def _add_files(out: Path, manifest: Manifest, rels: list[str]) -> None:
         manifest.files[rel] = file_entry(out / rel)
     manifest.files = dict(sorted(manifest.files.items()))
     (out / MODEL_JSON).write_text(manifest.to_json(), encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m edgeasr.export.st CHECKPOINT OUT``: export an ``edgeasr-train st``
+    checkpoint (ASR graphs + ST graphs, ONNX fp32) into the bundle folder ``OUT``."""
+    import argparse
+
+    from edgeasr.train.st import load_st_model
+
+    p = argparse.ArgumentParser(prog="python -m edgeasr.export.st", description=main.__doc__)
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("out", type=Path)
+    p.add_argument("--blank-penalty", type=float, default=0.0,
+                   help="the bundle's default ST blank penalty (HENT-SRT eq. 12)")
+    p.add_argument("--target-lang", default="es")
+    args = p.parse_args(argv)
+    model, tok, st_tok, configs = load_st_model(args.checkpoint)
+    report = export_st_bundle(
+        model, tok, st_tok, args.out, feature_config=FeatureConfig.from_dict(
+            dict(configs["feature_config"])), train_config=dict(configs["train_config"]),
+        target_lang=args.target_lang, blank_penalty=args.blank_penalty)
+    print(report.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
