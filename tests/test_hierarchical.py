@@ -222,3 +222,45 @@ def test_stage2_driver_trains_from_stage1_and_validates_bleu(tmp_path) -> None:
     model, tok, st_tok, _ = load_st_model(ckpt)
     assert st_tok == (tmp_path / "es.model").read_bytes()
     assert model.cfg.st.vocab_size == 30
+
+
+def test_parallel_text_normalization_pairing_and_manifest_translation(tmp_path) -> None:
+    import json
+    import shutil
+
+    from edgeasr.train.corpus.parallel import (
+        ParallelPair,
+        attach_translations,
+        normalize_spanish,
+        pair_sentences,
+        read_bible_pairs,
+        sentence_pool,
+    )
+
+    assert normalize_spanish("Y dijo Dios: Sea la luz; y fué la luz.") == \
+        "y dijo dios sea la luz y fué la luz"
+    assert normalize_spanish("¿Dónde está, Señor?") == "dónde está señor"
+    # equal sentence counts: split into sentence pairs; unequal: the verse stays whole
+    two = pair_sentences("Gen 1:1", "God said it. It was 2 days.", "Dijo Dios. Fueron dos días.")
+    assert [(p.en, p.es, p.key) for p in two] == [
+        ("god said it", "dijo dios", "Gen 1:1#0"), ("it was two days", "fueron dos días",
+                                                   "Gen 1:1#1")]
+    one = pair_sentences("Gen 1:2", "A b c. D e.", "A b c d e.")
+    assert len(one) == 1 and one[0].key == "Gen 1:2"
+    pairs = [ParallelPair("the lord is good", "el señor es bueno", "k1"),
+             ParallelPair("the lord is good", "bueno es el señor", "k2"),
+             ParallelPair("amen", "amén", "k3")]
+    pool = sentence_pool(pairs)
+    assert sum(len(v) for v in pool.splits.values()) == 1
+    assert pool.dropped == {"duplicate": 1, "length": 1}
+    m = tmp_path / "train.jsonl"
+    m.write_text(json.dumps({"id": "a", "text": "The Lord is good.", "duration": 1.0}) + "\n"
+                 + json.dumps({"id": "b", "text": "something else", "duration": 1.0}) + "\n")
+    assert attach_translations(m, pairs[:1]) == (2, 1)
+    rows = [json.loads(x) for x in m.read_text().splitlines()]
+    assert rows[0]["translation"] == "el señor es bueno" and "translation" not in rows[1]
+    if shutil.which("diatheke") and Path("/usr/share/sword/mods.d/spaRV1909eb.conf").exists():
+        real = read_bible_pairs("Gen 1:3")
+        assert [(p.en, p.es) for p in real] == [
+            ("god said let there be light and there was light",
+             "y dijo dios sea la luz y fué la luz")]
