@@ -106,7 +106,7 @@ def test_tiny_model_trains_loss_decreases_all_terms_reported() -> None:
         opt.zero_grad()
         out.loss.backward()
         opt.step()
-        losses.append(float(out.loss))
+        losses.append(float(out.loss.detach()))
     assert set(out.parts) >= {"asr_transducer", "st_transducer", "st_simple", "st_pruned",
                               "asr_ctc", "asr_cr", "st_ctc", "st_cr"}
     assert losses[-1] < 0.8 * losses[0], losses
