@@ -331,7 +331,12 @@ class Trainer:
         self.scaler.update()
         self.step += 1
         parts = {k: float(v) for k, v in out.parts.items()}
-        return {"loss": float(out.loss.detach()), "lr": lr, "grad_norm": grad_norm, "parts": parts}
+        loss = float(out.loss.detach())
+        # The model's loss is a mean over utterances of summed token NLLs; per token it is
+        # comparable across duration buckets.
+        per_token = loss * len(batch) / max(1, int(batch.target_lens.sum()))
+        return {"loss": loss, "loss_per_token": per_token, "lr": lr, "grad_norm": grad_norm,
+                "parts": parts}
 
     def train(self) -> dict[str, Any]:
         """Run until ``max_epochs`` or ``max_steps``; returns the last validation results."""
@@ -405,7 +410,7 @@ class Trainer:
         t0 = time.time()
         sampler = sampler_for(ds, self.cfg.data.max_duration, self.cfg.data.num_buckets,
                               seed=0, shuffle=False)
-        total_loss, n_utts, refs, hyps = 0.0, 0, [], []
+        total_loss, n_utts, n_tokens, refs, hyps = 0.0, 0, 0, [], []
         for batch in make_loader(ds, sampler, 0):
             if batch is None:
                 continue
@@ -414,12 +419,15 @@ class Trainer:
                 out = self.model(b.features, b.feature_lens, b.targets, b.target_lens)
             total_loss += float(out.loss) * len(b)
             n_utts += len(b)
+            n_tokens += int(b.target_lens.sum())
             for ids in greedy_decode(self.model, b.features, b.feature_lens):
                 hyps.append(self.tokenizer.decode(ids))
             refs += b.texts
         score = wer(refs, hyps)
         result = {"kind": "valid", "set": name, "step": self.step, "epoch": self.epoch,
-                  "loss": total_loss / max(1, n_utts), "wer": score.rate, "utts": n_utts,
+                  "loss": total_loss / max(1, n_utts),
+                  "loss_per_token": total_loss / max(1, n_tokens), "wer": score.rate,
+                  "utts": n_utts,
                   "seconds": time.time() - t0,
                   "examples": [{"ref": r, "hyp": h}
                                for r, h in zip(refs[:3], hyps[:3], strict=True)]}
