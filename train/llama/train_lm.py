@@ -138,6 +138,10 @@ def train_lm(
         opt.load_state_dict(optimizer_state)
     rng = random.Random(cfg.seed + start_step)
     t0 = time.monotonic()
+
+    def out_of_time() -> bool:
+        return cfg.max_minutes > 0 and time.monotonic() - t0 > 60 * cfg.max_minutes
+
     model.train()
     step, ppl = start_step, float("nan")
     while step < cfg.steps:
@@ -150,13 +154,12 @@ def train_lm(
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         step += 1
-        out_of_time = cfg.max_minutes > 0 and time.monotonic() - t0 > 60 * cfg.max_minutes
-        if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
+        if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time():
             ppl = evaluate(model, dev)
             if on_eval is not None:
                 on_eval(step, ppl, opt)
-        if out_of_time:
-            break
+            if out_of_time():  # checked after the evaluation too: it can take minutes
+                break
     model.eval()
     return step, ppl
 
