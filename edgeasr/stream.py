@@ -336,12 +336,15 @@ class Recognizer:
         num_threads: int = 1,
         *,
         endpoint: EndpointConfig | None = None,
-        precision: str = "fp32",
+        precision: str | None = None,
         providers: Sequence[str] | None = None,
         verify_hashes: bool = True,
     ) -> Recognizer:
         """Load a bundle (folder, model.json or .tar; default: ``models/default``) and build the
-        named backend: ``onnxruntime`` (no torch), ``executorch`` or ``torch``."""
+        named backend: ``onnxruntime`` (no torch), ``executorch`` or ``torch``.
+
+        ``precision`` picks the graph variant (``fp32`` or ``int8``); by default fp32 where the
+        bundle has it for the backend's format, else int8 (a bundle may ship int8 only)."""
         from edgeasr.bundle import Bundle
         from edgeasr.tokenizer import Tokenizer
 
@@ -355,6 +358,10 @@ class Recognizer:
                     "bundle path (export one with edgeasr-export)"
                 )
         bundle = Bundle.load(path, verify_hashes=verify_hashes)
+        if precision is None:
+            fmt = "executorch" if backend == "executorch" else "onnx"
+            have = {p for f, p in bundle.variants() if f == fmt}
+            precision = "fp32" if "fp32" in have or not have else sorted(have)[0]
         if backend == "onnxruntime":
             from edgeasr.backends.onnxruntime import OrtBackend
 

@@ -23,8 +23,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"model bundle folder, model.json or .tar (default: {DEFAULT_BUNDLE})")
     g.add_argument("--backend", choices=BACKENDS, default="onnxruntime",
                    help="inference runtime (default: onnxruntime)")
-    g.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
-                   help="graph precision to load from the bundle (default: fp32)")
+    g.add_argument("--precision", choices=("fp32", "int8"), default=None,
+                   help="graph precision to load from the bundle (default: fp32 where the "
+                        "bundle has it, else int8)")
     g.add_argument("--num-threads", type=int, default=1, metavar="N",
                    help="intra-op threads of the backend (default: 1)")
     d = p.add_argument_group("decoding")
