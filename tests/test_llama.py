@@ -224,3 +224,6 @@ def test_predictor_states_step_by_step(gguf_pair: tuple[Llama, Path, Path]) -> N
     assert e2.tokens == (0, 12, 7) and d.tokens == (0, 5, 9, 3)
     with pytest.raises(Exception, match="outside the labels"):
         pred.advance(a, 0)
+    assert pred.n_ctx == 64  # the trained context, though llama.cpp allocates more
+    with pytest.raises(Exception, match="exceeds n_ctx=64"):
+        pred.score([5] * 64)

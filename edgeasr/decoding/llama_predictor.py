@@ -70,7 +70,8 @@ class LlamaPredictor:
 
     Args:
         model_path: the GGUF file.
-        n_ctx: longest history in tokens (default: the model's training context).
+        n_ctx: llama.cpp context in tokens (default: the model's training context); histories
+            are also capped at the trained length (:attr:`n_ctx`).
         n_threads: CPU threads of llama.cpp.
         kv_f16: store the KV cache in fp16 (llama.cpp's default; halves its memory). Off by
             default: an edge LM's cache is small, and fp32 keeps the log-probs within 1e-3 of
@@ -96,7 +97,10 @@ class LlamaPredictor:
         except (ValueError, RuntimeError) as e:
             raise BackendError(f"{path}: llama.cpp could not load the model ({e})") from e
         self.vocab_size: int = self._llm.n_vocab()
-        self.n_ctx: int = self._llm.n_ctx()
+        # llama.cpp rounds the context up (to 256); positions past the trained length are
+        # extrapolation, so the usable history is capped at the model's context_length.
+        trained = int(self._llm.metadata.get("llama.context_length", self._llm.n_ctx()))
+        self.n_ctx: int = min(self._llm.n_ctx(), trained)
         self._live: tuple[int, ...] | None = None  # history now held by the context
 
     @property
