@@ -227,3 +227,33 @@ def test_predictor_states_step_by_step(gguf_pair: tuple[Llama, Path, Path]) -> N
     assert pred.n_ctx == 64  # the trained context, though llama.cpp allocates more
     with pytest.raises(Exception, match="exceeds n_ctx=64"):
         pred.score([5] * 64)
+
+
+def test_cli_lm_adapt_gguf_end_to_end(tmp_path: Path, toks: tuple[Tokenizer, Tokenizer]) -> None:
+    """``edgeasr-train lm`` -> ``lm-adapt`` (both runs) -> ``lm-gguf`` on a tiny text folder."""
+    import json
+
+    from edgeasr.train.cli import main
+
+    text = tmp_path / "text"
+    text.mkdir()
+    (text / "train.txt").write_text("\n".join(TEXT) + "\n", encoding="utf-8")
+    (text / "dev.txt").write_text("\n".join(TEXT[:10]) + "\n", encoding="utf-8")
+    llm = tmp_path / "llm"
+    assert main(["lm", "--text-dir", str(text), "--out", str(llm), "--vocab-size", "64",
+                 "--dim", "64", "--layers", "1", "--heads", "2", "--steps", "4",
+                 "--eval-every", "2", "--batch-size", "4"]) == 0
+    log = [json.loads(x) for x in (llm / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [2, 4] and log[-1]["dev_ppl"] < 64 * 1.5
+    asr_tok, _ = toks
+    assert main(["lm-adapt", "--llm", str(llm / "lm.pt"), "--asr-tokenizer",
+                 str(asr_tok.model_path), "--text-dir", str(text), "--out",
+                 str(tmp_path / "asr"), "--steps", "2", "--batch-size", "4"]) == 0
+    for run in ("adapted", "direct"):
+        rep = json.loads((tmp_path / "asr" / run / "report.json").read_text())
+        assert rep["steps"] == 2 and rep["asr_vocab"] == 40 and rep["dev_ppl"] > 1
+    pytest.importorskip("gguf")
+    out = tmp_path / "lm.gguf"
+    assert main(["lm-gguf", str(tmp_path / "asr" / "adapted" / "lm.pt"), "--out", str(out),
+                 "--type", "q8_0"]) == 0
+    assert out.stat().st_size > 10_000
