@@ -7,7 +7,12 @@ setuptools cannot express declaratively for nested packages found in remapped fo
 
 from setuptools import find_packages, setup
 
-ROOTS = {"edgeasr": "edgeasr", "edgeasr.train": "train", "edgeasr.export": "export", "edgeasr.apps": "apps"}
+ROOTS = {
+    "edgeasr": "edgeasr",
+    "edgeasr.train": "train",
+    "edgeasr.export": "export",
+    "edgeasr.apps": "apps",
+}
 
 packages: list[str] = []
 for name, folder in ROOTS.items():

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from edgeasr.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioError, pcm_to_float
+from edgeasr.errors import EdgeAsrError
 
 __all__ = [
     "MAX_HOTWORDS",
@@ -40,7 +41,7 @@ PcmFormat = Literal["int16", "float32"]
 _BYTES_PER_SAMPLE = {"int16": 2, "float32": 4}
 
 
-class ProtocolError(ValueError):
+class ProtocolError(EdgeAsrError, ValueError):
     """A client broke the protocol; ``code`` is the machine-readable reason sent back to it."""
 
     def __init__(self, code: str, message: str) -> None:

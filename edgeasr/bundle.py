@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from edgeasr.errors import EdgeAsrError
 from edgeasr.features import FeatureConfig
 
 __all__ = [
@@ -58,7 +59,7 @@ EDGEASR_GRAPHS = ("encoder", "predictor", "joint_blank", "joint_labels", "iam_jo
 SHERPA_GRAPHS = ("encoder", "decoder", "joiner")
 
 
-class BundleError(Exception):
+class BundleError(EdgeAsrError, ValueError):
     """A bundle that cannot be used: the message names the file and the problem."""
 
 

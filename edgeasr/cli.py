@@ -119,7 +119,7 @@ def _selected_command(argv: Sequence[str]) -> str | None:
 
 
 def _is_user_error(e: BaseException) -> bool:
-    return isinstance(e, (EdgeAsrError, OSError)) or type(e).__module__.split(".")[0] == "edgeasr"
+    return isinstance(e, (EdgeAsrError, OSError))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from edgeasr.export.graphs import GraphDef
 
+from edgeasr.errors import EdgeAsrError
+
 __all__ = ["ExecuTorchExportError", "export_pte", "quantize_pt2e", "DEFAULT_MAX_BATCH"]
 
 DEFAULT_MAX_BATCH = 8
@@ -32,7 +34,7 @@ QUANTIZED_MODULES: tuple[type[torch.nn.Module], ...] = (
 )
 
 
-class ExecuTorchExportError(RuntimeError):
+class ExecuTorchExportError(EdgeAsrError, RuntimeError):
     """ExecuTorch is missing, or could not lower / quantize a graph."""
 
 

@@ -26,12 +26,14 @@ import onnxruntime as ort
 import torch
 from edgeasr.export.graphs import GraphDef
 
+from edgeasr.errors import EdgeAsrError
+
 __all__ = ["OnnxExportError", "export_onnx", "add_metadata", "optimize_onnx", "OPSET"]
 
 OPSET = 18
 
 
-class OnnxExportError(RuntimeError):
+class OnnxExportError(EdgeAsrError, RuntimeError):
     """torch.onnx could not export a graph, or the result does not load in ONNX Runtime."""
 
 

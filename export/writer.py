@@ -41,6 +41,7 @@ from edgeasr.bundle import (
     TokenizerSpec,
     file_entry,
 )
+from edgeasr.errors import EdgeAsrError
 from edgeasr.features import FeatureConfig
 from edgeasr.tokenizer import Tokenizer
 
@@ -49,7 +50,7 @@ __all__ = ["ExportOptions", "ExportReport", "ExportError", "export_bundle", "exp
 Progress = Callable[[str], None]
 
 
-class ExportError(RuntimeError):
+class ExportError(EdgeAsrError, RuntimeError):
     """The export could not produce a valid bundle (message says which step and why)."""
 
 

@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from edgeasr.errors import EdgeAsrError
+
 __all__ = [
     "CheckpointError",
     "average_checkpoints",
@@ -51,7 +53,7 @@ _STEP_RE = re.compile(r"^step-(\d+)\.pt$")
 _EPOCH_RE = re.compile(r"^epoch-(\d+)\.pt$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(EdgeAsrError, ValueError):
     """A checkpoint file that is missing, unreadable, or lacks required entries."""
 
 

@@ -13,6 +13,8 @@ import importlib
 import sys
 from types import ModuleType
 
+from edgeasr.errors import EdgeAsrError
+
 COMMANDS: dict[str, str] = {
     "corpus": "edgeasr.train.corpus.cli",
     "fit": "edgeasr.train.fit",
@@ -57,7 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     parser, loaded = build_parser(argv)
     args = parser.parse_args(argv)
     module = loaded.get(args.command) or _load(args.command)
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("edgeasr-train: interrupted", file=sys.stderr)
+        return 130
+    except (EdgeAsrError, OSError) as e:
+        # A user's mistake (bad config, missing file, broken checkpoint): one clear line.
+        print(f"edgeasr-train: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

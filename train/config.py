@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from edgeasr.errors import EdgeAsrError
+
 __all__ = [
     "ConfigError",
     "DataConfig",
@@ -34,7 +36,7 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
+class ConfigError(EdgeAsrError, ValueError):
     """A configuration value is missing, of the wrong type or out of range (message says which)."""
 
 

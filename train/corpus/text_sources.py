@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeasr.errors import EdgeAsrError
+
 __all__ = [
     "MissingSourceError",
     "TextSource",
@@ -30,7 +32,7 @@ MAN_MAX_PAGES = 400
 BIBLE_MODULE = "engWEB2015eb"  # World English Bible as shipped by Debian sword-text-web
 
 
-class MissingSourceError(RuntimeError):
+class MissingSourceError(EdgeAsrError, RuntimeError):
     """A text source's package is not installed; ``install`` is the command that fixes it."""
 
     def __init__(self, source: str, install: str) -> None:

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from edgeasr.errors import EdgeAsrError
+
 __all__ = [
     "Voice",
     "EngineUnavailable",
@@ -53,7 +55,7 @@ ESPEAK_VARIANTS = (
 )
 
 
-class EngineUnavailable(RuntimeError):
+class EngineUnavailable(EdgeAsrError, RuntimeError):
     """An engine (or one of its voices) is not installed; ``install`` fixes it."""
 
     def __init__(self, engine: str, detail: str = "") -> None:
