@@ -11,7 +11,6 @@ import pytest
 import soundfile as sf
 
 from edgeasr.cli import main
-from edgeasr.stream import DEFAULT_BUNDLE
 
 pytest.importorskip("torch")
 
@@ -58,9 +57,10 @@ def test_transcribe_json_with_timestamps(bundle, wavs, capsys) -> None:
     assert d["stats"]["frames"] > 0
 
 
-def test_missing_default_bundle_is_a_clear_error(wavs, capsys) -> None:
-    if DEFAULT_BUNDLE.exists():
-        pytest.skip("the default bundle exists")
+def test_missing_default_bundle_is_a_clear_error(wavs, capsys, monkeypatch, tmp_path) -> None:
+    import edgeasr.stream
+
+    monkeypatch.setattr(edgeasr.stream, "DEFAULT_BUNDLE", tmp_path / "no-default-bundle")
     assert main(["transcribe", str(wavs[0])]) == 2
     assert "default bundle" in capsys.readouterr().err
 
