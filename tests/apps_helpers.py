@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-SPEECH_DIR = Path("/work/shared/data/speechocean762-train")
+# The shared data folder sits beside the repository (../shared), as on CI.
+SPEECH_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "speechocean762-train"
 
 TOKENIZER_TEXT = [
     "we call it bear", "zero three five one", "three two two seven", "the cat sat on a mat",

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SPEECH_DIR = Path("/work/shared/data/speechocean762-train")
+# The shared data folder sits beside the repository (../shared), as on CI.
+SPEECH_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "speechocean762-train"
 
 SignalFactory = Callable[..., np.ndarray]
 

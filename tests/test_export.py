@@ -21,7 +21,8 @@ from edgeasr.export.cli import main as cli_main  # noqa: E402
 
 from edgeasr.bundle import MODEL_JSON, Bundle, BundleError  # noqa: E402
 
-SPEECH = Path("/work/shared/data/speechocean762-train")
+# The shared data folder sits beside the repository (../shared), as on CI.
+SPEECH = Path(__file__).resolve().parents[2] / "shared" / "data" / "speechocean762-train"
 MANIFEST = SPEECH / "manifest.jsonl"
 
 

@@ -27,7 +27,8 @@ from edgeasr.train.sampler import DynamicBucketSampler
 from edgeasr.tokenizer import Tokenizer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "train" / "configs"
-SPEECH = Path("/work/shared/data/speechocean762-train")
+# The shared data folder sits beside the repository (../shared), as on CI.
+SPEECH = Path(__file__).resolve().parents[2] / "shared" / "data" / "speechocean762-train"
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "we", "call", "it", "bear", "zero", "one", "two",
          "three", "four", "five", "six", "seven"]
 
