@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,43 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {missing}")
     return state
+
+
+def save_text_model(path: str | os.PathLike[str], fmt: str, model: torch.nn.Module,
+                    tokenizer: Any, **extra: Any) -> Path:
+    """Write a language model (the Llama LM, the masked-LM teacher) as one self-contained file:
+    its format tag, ``model.cfg`` as a dict, the weights and the bytes of the tokenizer it was
+    trained with, plus ``extra`` entries; atomically, so a killed run keeps the previous file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"format": fmt, "config": model.cfg.to_dict(), "model": model.state_dict(),
+             "tokenizer": tokenizer.model_bytes, **extra}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_text_model(path: str | os.PathLike[str], fmt: str,
+                    build: Callable[[dict[str, Any]], torch.nn.Module],
+                    what: str) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
+    """Load a file written by :func:`save_text_model` (``weights_only``): ``(model in eval mode
+    built by ``build(config)``, its Tokenizer, the raw dict)``; ``what`` names it in errors."""
+    from edgeasr.tokenizer import Tokenizer
+
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: {what} checkpoint not found")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        raise CheckpointError(f"{p}: not a readable {what} checkpoint ({e})") from None
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        raise CheckpointError(f"{p}: not an edgeasr {what} checkpoint (format {fmt!r})")
+    model = build(state["config"])
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model, Tokenizer.from_bytes(state["tokenizer"], str(p)), state
 
 
 def step_checkpoints(exp_dir: str | os.PathLike[str]) -> list[Path]:

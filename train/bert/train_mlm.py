@@ -43,6 +43,7 @@ from torch import Tensor
 
 from edgeasr.tokenizer import Tokenizer
 
+from ..checkpoint import load_text_model, save_text_model
 from .model import PAD_ID, BertConfig, BertMLM
 
 __all__ = ["MLMTrainConfig", "add_arguments", "batch_tokens", "evaluate", "load_mlm",
@@ -171,29 +172,13 @@ def single_mask_accuracy(model: BertMLM, data: Sequence[list[int]],
 
 def save_mlm(path: str | os.PathLike[str], model: BertMLM, tokenizer: Tokenizer,
              **extra: Any) -> Path:
-    """Atomic write (a run killed mid-save leaves the previous checkpoint intact)."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    state = {"format": FORMAT, "config": model.cfg.to_dict(), "model": model.state_dict(),
-             "tokenizer": tokenizer.model_bytes, **extra}
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, out)
-    return out
+    """Atomic write of model, config and tokenizer (see train.checkpoint.save_text_model)."""
+    return save_text_model(path, FORMAT, model, tokenizer, **extra)
 
 
 def load_mlm(path: str | os.PathLike[str]) -> tuple[BertMLM, Tokenizer, dict[str, Any]]:
     """``(model in eval mode, tokenizer, raw checkpoint dict)``."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: masked-LM checkpoint not found")
-    state = torch.load(p, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"{p}: not an edgeasr masked-LM checkpoint (format {FORMAT!r})")
-    model = BertMLM(BertConfig.from_dict(state["config"]))
-    model.load_state_dict(state["model"])
-    model.eval()
-    return model, Tokenizer.from_bytes(state["tokenizer"], str(p)), state
+    return load_text_model(path, FORMAT, lambda c: BertMLM(BertConfig.from_dict(c)), "masked-LM")
 
 
 def train_mlm(

@@ -30,6 +30,7 @@ import torch
 
 from edgeasr.tokenizer import Tokenizer
 
+from ..checkpoint import load_text_model, save_text_model
 from .model import Llama, LlamaConfig, lm_loss
 
 __all__ = ["LMTrainConfig", "add_arguments", "encode_sentences", "evaluate", "load_lm",
@@ -93,29 +94,13 @@ def evaluate(model: Llama, data: Sequence[list[int]], batch_size: int = 64) -> f
 
 def save_lm(path: str | os.PathLike[str], model: Llama, tokenizer: Tokenizer,
             **extra: Any) -> Path:
-    """Atomic write (a run killed mid-save leaves the previous checkpoint intact)."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    state = {"format": FORMAT, "config": model.cfg.to_dict(), "model": model.state_dict(),
-             "tokenizer": tokenizer.model_bytes, **extra}
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, out)
-    return out
+    """Atomic write of model, config and tokenizer (see train.checkpoint.save_text_model)."""
+    return save_text_model(path, FORMAT, model, tokenizer, **extra)
 
 
 def load_lm(path: str | os.PathLike[str]) -> tuple[Llama, Tokenizer, dict[str, Any]]:
     """``(model in eval mode, tokenizer, raw checkpoint dict)``."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: LM checkpoint not found")
-    state = torch.load(p, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"{p}: not an edgeasr Llama checkpoint (format {FORMAT!r})")
-    model = Llama(LlamaConfig.from_dict(state["config"]))
-    model.load_state_dict(state["model"])
-    model.eval()
-    return model, Tokenizer.from_bytes(state["tokenizer"], str(p)), state
+    return load_text_model(path, FORMAT, lambda c: Llama(LlamaConfig.from_dict(c)), "Llama LM")
 
 
 def train_lm(
