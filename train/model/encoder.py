@@ -265,6 +265,38 @@ class ConformerBlock(nn.Module):
         return self.final_norm(x), new_attn, new_conv.permute(2, 0, 1)
 
 
+def chunk_through_layers(layers: nn.ModuleList, x: Tensor,
+                         caches: EncoderCaches) -> tuple[Tensor, EncoderCaches]:
+    """Run one chunk ``x [N, C, D]`` through cache-aware conformer ``layers``.
+
+    The key-validity mask (cache slots not yet filled at the start of a stream are masked) and
+    the relative distances are built once and shared by every layer; shared by the ASR encoder
+    and the HENT-SRT translation encoder so both stream by the same rule.
+    """
+    n, c = x.shape[0], x.shape[1]
+    left = caches.attn.shape[1]
+    # Cache slot p holds frame (start - left + p); it is valid once p >= left - processed.
+    slot = torch.arange(left, device=x.device)
+    cache_valid = slot[None, :] >= (left - caches.processed_frames)[:, None]
+    key_valid = torch.cat(
+        [cache_valid, torch.ones(n, c, dtype=torch.bool, device=x.device)], dim=1
+    )
+    allowed = key_valid[:, None, :].expand(n, c, left + c)
+    q_pos = torch.arange(left, left + c, device=x.device)
+    k_pos = torch.arange(left + c, device=x.device)
+    distance = (q_pos[:, None] - k_pos[None, :]).to(x.dtype)
+    new_attn, new_conv = [], []
+    for i, layer in enumerate(layers):
+        x, a, cv = layer.forward_chunk(x, caches.attn[i], caches.conv[i], allowed, distance)
+        new_attn.append(a)
+        new_conv.append(cv)
+    out = EncoderCaches(
+        attn=torch.stack(new_attn), conv=torch.stack(new_conv),
+        processed_frames=caches.processed_frames + c,
+    )
+    return x, out
+
+
 class Encoder(nn.Module):
     """CMVN -> conv subsampling -> Conformer blocks -> projection to the joint dim ``J``."""
 
@@ -336,27 +368,7 @@ class Encoder(nn.Module):
                 f"got {tuple(caches.attn.shape)}, {tuple(caches.conv.shape)}, "
                 f"{tuple(caches.processed_frames.shape)}"
             )
-        x = self.subsampling(self.cmvn(feats))
-        c = x.shape[1]
-        # Cache slot p holds frame (start - left + p); it is valid once p >= left - processed.
-        slot = torch.arange(left, device=x.device)
-        cache_valid = slot[None, :] >= (left - caches.processed_frames)[:, None]
-        key_valid = torch.cat(
-            [cache_valid, torch.ones(n, c, dtype=torch.bool, device=x.device)], dim=1
-        )
-        allowed = key_valid[:, None, :].expand(n, c, left + c)
-        q_pos = torch.arange(left, left + c, device=x.device)
-        k_pos = torch.arange(left + c, device=x.device)
-        distance = (q_pos[:, None] - k_pos[None, :]).to(x.dtype)
-        new_attn, new_conv = [], []
-        for i, layer in enumerate(self.layers):
-            x, a, cv = layer.forward_chunk(x, caches.attn[i], caches.conv[i], allowed, distance)
-            new_attn.append(a)
-            new_conv.append(cv)
-        out = EncoderCaches(
-            attn=torch.stack(new_attn), conv=torch.stack(new_conv),
-            processed_frames=caches.processed_frames + c,
-        )
+        x, out = chunk_through_layers(self.layers, self.subsampling(self.cmvn(feats)), caches)
         return self.out_proj(x), out
 
     def forward_chunk_tuple(

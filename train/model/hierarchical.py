@@ -43,7 +43,13 @@ from ..losses import (
 )
 from ..losses.crctc import consistency_loss, feasible_ctc_loss
 from .config import BLANK_ID, LOSS_KINDS, ModelConfig, _check_keys, tiny_config
-from .encoder import ConformerBlock, EncoderCaches, chunk_attention_mask, sample_chunk_size
+from .encoder import (
+    ConformerBlock,
+    EncoderCaches,
+    chunk_attention_mask,
+    chunk_through_layers,
+    sample_chunk_size,
+)
 from .joint import Joint, hat_log_probs
 from .predictor import Predictor
 from .transducer import LossOutput, Transducer
@@ -235,25 +241,7 @@ class StEncoder(nn.Module):
         if (tuple(caches.attn.shape), tuple(caches.conv.shape)) != want:
             raise ValueError(f"ST caches must be attn {want[0]}, conv {want[1]}; got "
                              f"{tuple(caches.attn.shape)}, {tuple(caches.conv.shape)}")
-        x = self.in_proj(self.pool(frames))
-        c = x.shape[1]
-        # Same slot validity rule as Encoder.forward_chunk: slot p holds frame start-left+p.
-        slot = torch.arange(left, device=x.device)
-        cache_valid = slot[None, :] >= (left - caches.processed_frames)[:, None]
-        key_valid = torch.cat(
-            [cache_valid, torch.ones(n, c, dtype=torch.bool, device=x.device)], dim=1
-        )
-        allowed = key_valid[:, None, :].expand(n, c, left + c)
-        q_pos = torch.arange(left, left + c, device=x.device)
-        k_pos = torch.arange(left + c, device=x.device)
-        distance = (q_pos[:, None] - k_pos[None, :]).to(x.dtype)
-        new_attn, new_conv = [], []
-        for i, layer in enumerate(self.layers):
-            x, a, cv = layer.forward_chunk(x, caches.attn[i], caches.conv[i], allowed, distance)
-            new_attn.append(a)
-            new_conv.append(cv)
-        out = EncoderCaches(attn=torch.stack(new_attn), conv=torch.stack(new_conv),
-                            processed_frames=caches.processed_frames + c)
+        x, out = chunk_through_layers(self.layers, self.in_proj(self.pool(frames)), caches)
         return self.out_proj(x), out
 
     def forward_chunk_tuple(
