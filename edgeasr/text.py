@@ -316,6 +316,20 @@ def normalize_text(s: str) -> str:
         >>> normalize_text("Dr. Smith paid $5.50 on May 21st at 3:30pm!")
         'doctor smith paid five dollars fifty cents on may twenty first at three thirty p m'
     """
+    # One pass can expose input for an earlier rule (a number glued to an abbreviation: "0SR"
+    # -> "zero sr"), so passes repeat until the text is stable; the output of a pass is plain
+    # lowercase words, so this settles in one or two passes (bounded for safety).
+    out = _normalize_pass(s)
+    for _ in range(3):
+        again = _normalize_pass(out)
+        if again == out:
+            break
+        out = again
+    return out
+
+
+def _normalize_pass(s: str) -> str:
+    """One application of every rule, in order (see :func:`normalize_text`)."""
     s = unicodedata.normalize("NFKC", s).translate(_PRE_TRANSLATE)
     s = _EG_RE.sub(" for example ", s)
     s = _IE_RE.sub(" that is ", s)

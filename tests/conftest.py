@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# CI runs each property test on a fixed set of examples (reproducible runs, no deadline flakes
+# on a loaded machine); locally hypothesis keeps exploring new examples on every run.
+settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 # The shared data folder sits beside the repository (../shared), as on CI.
 SPEECH_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "speechocean762-train"

@@ -190,3 +190,9 @@ def test_is_speakable() -> None:
     assert not is_speakable("café")
     assert not is_speakable("Привет")
     assert is_speakable("café", alphabet=frozenset("abcdefghijklmnopqrstuvwxyzé'"))
+
+
+def test_rules_exposed_by_an_earlier_rule_are_applied() -> None:
+    # "0SR": the abbreviation only stands alone once the number is spoken.
+    assert normalize_text("0SR") == "zero senior"
+    assert normalize_text(normalize_text("0SR")) == "zero senior"
