@@ -477,7 +477,7 @@ def test_blank_penalty_reduces_blank_decisions(method: str) -> None:
 def test_every_method_decodes_chunk_invariantly_on_a_tdt_model() -> None:
     be = ToyBackend(durations=(0, 1, 2), seed=9)
     frames = random_frames(2, 12, seed=15)
-    for method in ("greedy", "gated", "tdt", "nar", "viterbi", "beam"):
+    for method in ("greedy", "gated", "tdt", "nar", "viterbi", "iam-ctc", "beam"):
         dec = make_decoder(be, DecodingConfig(method=method))
         assert same(run(dec, frames, chunk=4)[1], run(dec, frames)[1]), method
 

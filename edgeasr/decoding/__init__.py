@@ -8,6 +8,7 @@ Methods (``DecodingConfig.method``):
 ``tdt``      TDT greedy search with duration skipping (:mod:`.tdt`)
 ``nar``      HAINAN non-autoregressive greedy search (:mod:`.nar`)
 ``viterbi``  best path through the HAINAN duration lattice (:mod:`.nar`)
+``iam-ctc``  CTC greedy search on the null-predictor joint, durations ignored (:mod:`.nar`)
 ``sar``      NAR draft + predictor-conditioned refinement (:mod:`.sar`)
 ``beam``     modified beam search, optional blank penalty (:mod:`.beam`)
 ===========  ====================================================================
@@ -22,7 +23,7 @@ from edgeasr.decoding.base import Decoder, DecoderState, DecodeStats, DecodingEr
 from edgeasr.decoding.beam import ModifiedBeamSearchDecoder
 from edgeasr.decoding.gating import DualBlankGate
 from edgeasr.decoding.greedy import GreedyDecoder
-from edgeasr.decoding.nar import NarGreedyDecoder, ViterbiDecoder
+from edgeasr.decoding.nar import IamCtcDecoder, NarGreedyDecoder, ViterbiDecoder
 from edgeasr.decoding.sar import SarDecoder
 from edgeasr.decoding.tdt import DEFAULT_TDT_MAX_SYMBOLS, TdtGreedyDecoder
 
@@ -37,6 +38,7 @@ __all__ = [
     "DualBlankGate",
     "GreedyDecoder",
     "Hypothesis",
+    "IamCtcDecoder",
     "ModifiedBeamSearchDecoder",
     "NarGreedyDecoder",
     "SarDecoder",
@@ -45,7 +47,7 @@ __all__ = [
     "make_decoder",
 ]
 
-METHODS = ("greedy", "gated", "tdt", "nar", "viterbi", "sar", "beam")
+METHODS = ("greedy", "gated", "tdt", "nar", "viterbi", "iam-ctc", "sar", "beam")
 #: The methods that support contextual biasing (hotwords).
 HOTWORD_METHODS = ("greedy", "gated", "tdt", "beam")
 
@@ -137,6 +139,8 @@ def make_decoder(backend: Backend, config: DecodingConfig) -> Decoder:
         return NarGreedyDecoder(backend, blank_penalty=bp)
     if m == "viterbi":
         return ViterbiDecoder(backend, blank_penalty=bp)
+    if m == "iam-ctc":
+        return IamCtcDecoder(backend, blank_penalty=bp)
     if m == "sar":
         return SarDecoder(backend, steps=config.sar_steps, blank_penalty=bp)
     return ModifiedBeamSearchDecoder(backend, beam=config.beam_size, blank_penalty=bp)

@@ -16,6 +16,12 @@ With the predictor output masked to zero the joint depends on the frame only, so
   follows one path of this lattice, so the Viterbi score is never below it. The DP runs
   forward chunk by chunk (pending scores of nodes beyond the chunk are carried), and partial
   results trace back from the best node reached so far.
+- :class:`IamCtcDecoder`: CTC greedy search on the null-predictor joint (the HAT Internal
+  Acoustic Model, which training fits with CTC), on any model: every frame is visited, its
+  argmax over ``[blank, labels]`` taken, repeats merged, blanks dropped. A duration head, if
+  the model has one, is ignored: CTC emits at most one label per frame. This is what
+  :class:`NarGreedyDecoder` already does on a model without durations; on a TDT model it
+  scores the IAM itself rather than the HAINAN duration jumps.
 """
 
 from __future__ import annotations
@@ -36,10 +42,13 @@ from edgeasr.decoding.base import (
 )
 
 __all__ = [
+    "CtcState",
+    "IamCtcDecoder",
     "NarGreedyDecoder",
     "NarState",
     "ViterbiDecoder",
     "ViterbiState",
+    "ctc_collapse",
     "nar_chunk_scores",
 ]
 
@@ -68,14 +77,48 @@ def _positive_durations(backend: Backend) -> np.ndarray:
     return d
 
 
+def ctc_collapse(best: np.ndarray, prev: int) -> tuple[np.ndarray, int]:
+    """The CTC rule on one stream's per-frame argmax ``best[C]``.
+
+    Returns the token each frame emits (``BLANK`` where it emits nothing: a blank, or a repeat
+    of the frame before) and the argmax of the last frame, which the next chunk needs as its
+    ``prev``. ``prev`` is the previous frame's argmax, *blank included*: "a, blank, a" is two
+    tokens, "a, a" one, wherever a chunk boundary falls.
+    """
+    if best.size == 0:
+        return best, prev
+    before = np.concatenate((np.asarray([prev], dtype=best.dtype), best[:-1]))
+    return np.where(best != before, best, BLANK), int(best[-1])
+
+
 @dataclass
-class NarState(DecoderState):
-    """Per-stream NAR greedy state."""
+class CtcState(DecoderState):
+    """Per-stream CTC greedy state: the segment's tokens and the last frame's argmax.
+
+    ``prev`` is the argmax of the last frame decoded (blank or not), carried into the next
+    chunk so that a token spanning a chunk boundary is emitted once.
+    """
 
     tokens: list[int] = field(default_factory=list)
     token_frames: list[int] = field(default_factory=list)
-    prev: int = BLANK  # CTC rule: the previous frame's argmax (for merging repeats)
+    prev: int = BLANK
+
+
+@dataclass
+class NarState(CtcState):
+    """Per-stream NAR greedy state (``prev`` is used only on a model without durations)."""
+
     pending_skip: int = 0  # part of a duration jump that lands in the next chunk
+
+
+def _record(s: CtcState, nodes: list[tuple[int, int]]) -> None:
+    """Append the non-blank tokens of a chunk's visited ``(chunk frame, token)`` nodes."""
+    for t, emit in nodes:
+        if emit != BLANK:
+            s.tokens.append(emit)
+            s.token_frames.append(s.frame_offset + t)
+    s.stats.frames += len(nodes)
+    s.stats.label_softmaxes += len(nodes)
 
 
 class NarGreedyDecoder:
@@ -110,30 +153,22 @@ class NarGreedyDecoder:
         advanced (this is :meth:`decode_chunk`); SAR refines the returned nodes.
         """
         check_frames(frames, len(states), self.backend.spec.joint_dim)
-        n, c, _ = frames.shape
+        c = frames.shape[1]
         logp, dur_logp = nar_chunk_scores(self.backend, frames, self.blank_penalty)
         best_tok = np.argmax(logp, axis=-1)
         paths: list[list[tuple[int, int]]] = []
         for i, s in enumerate(states):
-            nodes: list[tuple[int, int]] = []
-            t = s.pending_skip
-            while t < c:
-                tok = int(best_tok[i, t])
-                if self.durations is None:
-                    emit = tok if tok != s.prev else BLANK
-                    s.prev = tok
-                    step = 1
-                else:
-                    emit = tok
-                    step = int(self.durations[np.argmax(dur_logp[i, t])])
-                nodes.append((t, emit))
-                if emit != BLANK:
-                    s.tokens.append(emit)
-                    s.token_frames.append(s.frame_offset + t)
-                s.stats.frames += 1
-                s.stats.label_softmaxes += 1
-                t += step
-            s.pending_skip = t - c
+            if self.durations is None:
+                emits, s.prev = ctc_collapse(best_tok[i], s.prev)
+                nodes = [(t, int(e)) for t, e in enumerate(emits)]
+            else:
+                nodes = []
+                t = s.pending_skip
+                while t < c:
+                    nodes.append((t, int(best_tok[i, t])))
+                    t += int(self.durations[np.argmax(dur_logp[i, t])])
+                s.pending_skip = t - c
+            _record(s, nodes)
             s.frame_offset += c
             paths.append(nodes)
         return paths
@@ -229,3 +264,45 @@ class ViterbiDecoder:
         for s in states:
             if s.final is None:
                 s.final = self._best_end(s)
+
+
+class IamCtcDecoder:
+    """CTC greedy search on the null-predictor joint (IAM), durations ignored; any model.
+
+    One ``iam_joint`` call per chunk scores all frames of all streams; no predictor runs. The
+    only state crossing a chunk boundary is the last frame's argmax (:class:`CtcState`), so
+    the result does not depend on how the frames are cut into chunks.
+    """
+
+    def __init__(self, backend: Backend, *, blank_penalty: float = 0.0) -> None:
+        self.backend = backend
+        self.blank_penalty = float(blank_penalty)
+
+    def init_state(self) -> CtcState:
+        return CtcState()
+
+    def new_segment(self, state: CtcState) -> CtcState:
+        """Empty result; ``prev`` is kept, since the audio (and a token spanning the endpoint)
+        continues."""
+        return CtcState(
+            frame_offset=state.frame_offset, segment_start=state.frame_offset, prev=state.prev
+        )
+
+    def best(self, state: CtcState) -> Hypothesis:
+        return Hypothesis(tuple(state.tokens), tuple(state.token_frames))
+
+    def finalize(self, states: list[CtcState]) -> None:
+        """Nothing is provisional in greedy search."""
+
+    def decode_chunk(self, frames: np.ndarray, states: list[CtcState]) -> None:
+        check_frames(frames, len(states), self.backend.spec.joint_dim)
+        c = frames.shape[1]
+        if c == 0:
+            return
+        blank_logit, labels, _ = self.backend.iam_joint(frames)
+        b = np.asarray(blank_logit, dtype=np.float32) - self.blank_penalty
+        best_tok = np.argmax(full_logprobs(b, labels), axis=-1)
+        for i, s in enumerate(states):
+            emits, s.prev = ctc_collapse(best_tok[i], s.prev)
+            _record(s, [(t, int(e)) for t, e in enumerate(emits)])
+            s.frame_offset += c
