@@ -28,11 +28,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import random
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +41,16 @@ from torch import Tensor
 from edgeasr.tokenizer import Tokenizer
 
 from ..checkpoint import load_text_model, save_text_model
+from ..text_lm_loop import (
+    OnEval,
+    TextLMRun,
+    TextLMTrainConfig,
+    add_text_lm_arguments,
+    batch_tokens,
+    config_from_args,
+    encode_sentences,
+    train_text_lm,
+)
 from .model import PAD_ID, BertConfig, BertMLM
 
 __all__ = ["MLMTrainConfig", "add_arguments", "batch_tokens", "evaluate", "load_mlm",
@@ -55,37 +62,18 @@ FORMAT = "edgeasr-bert"
 
 
 @dataclass
-class MLMTrainConfig:
-    """Optimization schedule: AdamW, linear warmup then cosine decay to ``lr / 10``."""
+class MLMTrainConfig(TextLMTrainConfig):
+    """The shared schedule (:class:`TextLMTrainConfig`) with the teacher's defaults: a larger
+    model on the same text wants more, larger steps and less weight decay; plus masking and the
+    size of the held-out sample (``acc1`` runs the model once per token, so it is costly)."""
 
     steps: int = 20000
     batch_size: int = 64
-    lr: float = 1e-3
     warmup: int = 200
     weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    mask_prob: float = 0.15
     eval_every: int = 500
+    mask_prob: float = 0.15
     eval_sentences: int = 500  # held-out sentences per evaluation (0 = all)
-    max_minutes: float = 0.0  # 0 = no wall-clock limit
-    seed: int = 0
-
-    def lr_at(self, step: int) -> float:
-        if step < self.warmup:
-            return self.lr * (step + 1) / self.warmup
-        frac = min(1.0, (step - self.warmup) / max(1, self.steps - self.warmup))
-        return self.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-
-
-def batch_tokens(seqs: Sequence[list[int]]) -> tuple[Tensor, Tensor]:
-    """Pad sentences with :data:`PAD_ID`: ``(tokens [N, L], lengths [N])``."""
-    if not seqs or any(len(s) == 0 for s in seqs):
-        raise ValueError("batch_tokens needs a non-empty list of non-empty sentences")
-    lengths = torch.tensor([len(s) for s in seqs])
-    tokens = torch.full((len(seqs), int(lengths.max())), PAD_ID, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        tokens[i, : len(s)] = torch.tensor(s)
-    return tokens, lengths
 
 
 def mask_tokens(
@@ -145,7 +133,7 @@ def evaluate(model: BertMLM, data: Sequence[list[int]], mask_prob: float = 0.15,
     gen = torch.Generator().manual_seed(seed)
     total, count, correct = 0.0, 0, 0
     for b in range(0, len(data), batch_size):
-        nll, n, c = mlm_loss(model, *batch_tokens(data[b : b + batch_size]), mask_prob, gen,
+        nll, n, c = mlm_loss(model, *batch_tokens(data[b : b + batch_size], PAD_ID), mask_prob, gen,
                              bert_mix=False)
         total, count, correct = total + float(nll), count + n, correct + c
     model.train(was)
@@ -161,7 +149,7 @@ def single_mask_accuracy(model: BertMLM, data: Sequence[list[int]],
     model.eval()
     correct, count = 0, 0
     for b in range(0, len(data), batch_size):
-        tokens, lengths = batch_tokens(data[b : b + batch_size])
+        tokens, lengths = batch_tokens(data[b : b + batch_size], PAD_ID)
         logits = model.position_logits(tokens, lengths)
         valid = torch.arange(tokens.shape[1])[None, :] < lengths[:, None]
         c, n = masked_accuracy(logits, tokens, valid)
@@ -183,108 +171,62 @@ def load_mlm(path: str | os.PathLike[str]) -> tuple[BertMLM, Tokenizer, dict[str
 
 def train_mlm(
     model: BertMLM, train: Sequence[list[int]], dev: Sequence[list[int]], cfg: MLMTrainConfig,
-    on_eval: Callable[[int, dict[str, float], torch.optim.Optimizer], None] | None = None,
+    on_eval: OnEval[dict[str, float]] | None = None,
     optimizer_state: dict[str, Any] | None = None, start_step: int = 0,
 ) -> tuple[int, dict[str, float]]:
-    """Train ``model`` in place; returns ``(steps done, last held-out metrics)``.
+    """Train ``model`` in place (:func:`~edgeasr.train.text_lm_loop.train_text_lm`); returns
+    ``(steps done, last held-out metrics)``, ``{}`` when no step was left.
 
     ``on_eval(step, metrics, optimizer)`` runs after each evaluation (checkpointing, logging).
     Batches and masks come from RNGs seeded by ``seed + start_step`` (reproducible runs)."""
     if not train or not dev:
         raise ValueError("train_mlm needs non-empty train and dev data")
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=cfg.lr, betas=(0.9, 0.98))
-    if optimizer_state is not None:
-        opt.load_state_dict(optimizer_state)
-    rng = random.Random(cfg.seed + start_step)
     gen = torch.Generator().manual_seed(cfg.seed + start_step)
     dev_eval = dev[: cfg.eval_sentences] if cfg.eval_sentences else dev
-    t0 = time.monotonic()
-    model.train()
-    step, metrics = start_step, {}
-    while step < cfg.steps:
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr_at(step)
-        seqs = [train[rng.randrange(len(train))] for _ in range(cfg.batch_size)]
-        nll, n, _ = mlm_loss(model, *batch_tokens(seqs), cfg.mask_prob, gen)
-        opt.zero_grad(set_to_none=True)
-        (nll / n).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        step += 1
-        out_of_time = cfg.max_minutes > 0 and time.monotonic() - t0 > 60 * cfg.max_minutes
-        if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
-            metrics = evaluate(model, dev_eval)
-            metrics["acc1"] = single_mask_accuracy(model, dev_eval)
-            if on_eval is not None:
-                on_eval(step, metrics, opt)
-        if out_of_time:
-            break
-    model.eval()
-    return step, metrics
+
+    def batch_loss(seqs: list[list[int]]) -> tuple[Tensor, int]:
+        nll, n, _ = mlm_loss(model, *batch_tokens(seqs, PAD_ID), cfg.mask_prob, gen)
+        return nll, n
+
+    def held_out() -> dict[str, float]:
+        metrics = evaluate(model, dev_eval)
+        metrics["acc1"] = single_mask_accuracy(model, dev_eval)
+        return metrics
+
+    # beta2 0.98 (BERT's), not the Llama's 0.95: masked positions make a noisier gradient.
+    step, metrics = train_text_lm(model, train, cfg, batch_loss, held_out, on_eval,
+                                  optimizer_state, start_step, betas=(0.9, 0.98))
+    return step, metrics if metrics is not None else {}
 
 
 # ---------------------------------------------------------------------------- command line
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--text-dir", type=Path, required=True,
-                   help="folder with train.txt and dev.txt (edgeasr-train corpus text)")
+    add_text_lm_arguments(p, MLMTrainConfig, "mlm.pt")
     p.add_argument("--tokenizer", type=Path, required=True,
                    help="the ASR sentencepiece model (the teacher must share its vocabulary)")
-    p.add_argument("--out", type=Path, required=True, help="output folder (mlm.pt, log.jsonl)")
-    p.add_argument("--dim", type=int, default=256)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--max-seq-len", type=int, default=128)
     p.add_argument("--dropout", type=float, default=0.1)
-    for f in MLMTrainConfig.__dataclass_fields__:
-        default = getattr(MLMTrainConfig, f)
-        p.add_argument("--" + f.replace("_", "-"), type=type(default), default=default)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/mlm.pt")
 
 
 def run(args: argparse.Namespace) -> int:
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    texts = {}
-    for split in ("train", "dev"):
-        f = args.text_dir / f"{split}.txt"
-        if not f.is_file():
-            raise SystemExit(f"{f}: not found (write it with 'edgeasr-train corpus text')")
-        texts[split] = [s for s in f.read_text(encoding="utf-8").splitlines() if s.strip()]
-    ckpt = out / "mlm.pt"
+    r = TextLMRun(args, "mlm")
     state: dict[str, Any] = {}
-    if args.resume and ckpt.is_file():
-        model, tok, state = load_mlm(ckpt)
+    if r.resuming:
+        model, tok, state = load_mlm(r.checkpoint)
     else:
         tok = Tokenizer(args.tokenizer)
         model = BertMLM(BertConfig(vocab_size=tok.vocab_size, dim=args.dim, n_layers=args.layers,
                                    n_heads=args.heads, max_seq_len=args.max_seq_len,
                                    dropout=args.dropout))
     if tok.model_bytes != Tokenizer(args.tokenizer).model_bytes:
-        raise SystemExit(f"{ckpt}: was trained with a different tokenizer than {args.tokenizer}")
-    cfg = MLMTrainConfig(**{f: getattr(args, f) for f in MLMTrainConfig.__dataclass_fields__})
-    crop = model.cfg.max_seq_len
-    train = [x[:crop] for x in tok.encode_batch(texts["train"]) if x]
-    dev = [x[:crop] for x in tok.encode_batch(texts["dev"]) if x]
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"mlm: {n_params / 1e6:.2f} M params, vocab {tok.vocab_size}, "
-          f"{len(train)} train / {len(dev)} dev sentences", flush=True)
-    t0 = time.monotonic()
-
-    def on_eval(step: int, metrics: dict[str, float], opt: torch.optim.Optimizer) -> None:
-        save_mlm(ckpt, model, tok, step=step, dev=metrics, optimizer=opt.state_dict())
-        rec = {"step": step, **{k: round(v, 4) for k, v in metrics.items()},
-               "minutes": round((time.monotonic() - t0) / 60, 2)}
-        with open(out / "log.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec) + "\n")
-        print(json.dumps(rec), flush=True)
-
+        raise SystemExit(f"{r.checkpoint}: was trained with a different tokenizer than "
+                         f"{args.tokenizer}")
+    cfg = config_from_args(MLMTrainConfig, args)
+    train = encode_sentences(tok, r.texts["train"], model.cfg.max_seq_len)
+    dev = encode_sentences(tok, r.texts["dev"], model.cfg.max_seq_len)
+    r.announce(model, tok.vocab_size, train, dev)
+    on_eval = r.on_eval(
+        lambda step, m, opt: save_mlm(r.checkpoint, model, tok, step=step, dev=m, optimizer=opt),
+        lambda m: {k: round(v, 4) for k, v in m.items()})
     step, metrics = train_mlm(model, train, dev, cfg, on_eval, state.get("optimizer"),
                               int(state.get("step", 0)))
     print(f"done: step {step}, held-out {json.dumps(metrics)}", flush=True)

@@ -16,21 +16,28 @@ Checkpoint format (``torch.load(weights_only=True)``-safe plain data)::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import random
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from edgeasr.tokenizer import Tokenizer
 
 from ..checkpoint import load_text_model, save_text_model
+from ..text_lm_loop import (
+    OnEval,
+    TextLMRun,
+    TextLMTrainConfig,
+    add_text_lm_arguments,
+    batch_tokens,
+    config_from_args,
+    encode_sentences,
+    train_text_lm,
+)
 from .model import Llama, LlamaConfig, lm_loss
 
 __all__ = ["LMTrainConfig", "add_arguments", "encode_sentences", "evaluate", "load_lm",
@@ -38,42 +45,8 @@ __all__ = ["LMTrainConfig", "add_arguments", "encode_sentences", "evaluate", "lo
 
 HELP = "train the small Llama LM (Transducer-Llama's LLM) on corpus text"
 FORMAT = "edgeasr-llama"
-
-
-@dataclass
-class LMTrainConfig:
-    """Optimization schedule: AdamW, linear warmup then cosine decay to ``lr / 10``."""
-
-    steps: int = 2000
-    batch_size: int = 32
-    lr: float = 1e-3
-    warmup: int = 100
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    eval_every: int = 200
-    max_minutes: float = 0.0  # 0 = no wall-clock limit
-    seed: int = 0
-
-    def lr_at(self, step: int) -> float:
-        if step < self.warmup:
-            return self.lr * (step + 1) / self.warmup
-        frac = min(1.0, (step - self.warmup) / max(1, self.steps - self.warmup))
-        return self.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-
-
-def encode_sentences(tokenizer: Tokenizer, sentences: Sequence[str], max_len: int
-                     ) -> list[list[int]]:
-    """Token ids per non-empty sentence, cut to ``max_len`` (the model's context)."""
-    ids = tokenizer.encode_batch([s for s in sentences if s.strip()])
-    return [x[:max_len] for x in ids if x]
-
-
-def _batch(seqs: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([len(s) for s in seqs])
-    tokens = torch.zeros(len(seqs), int(lengths.max()), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        tokens[i, : len(s)] = torch.tensor(s)
-    return tokens, lengths
+#: The Llama's schedule is the shared one as it is (its defaults are the Llama's).
+LMTrainConfig = TextLMTrainConfig
 
 
 @torch.no_grad()
@@ -84,7 +57,7 @@ def evaluate(model: Llama, data: Sequence[list[int]], batch_size: int = 64) -> f
     total, count = 0.0, 0
     order = sorted(range(len(data)), key=lambda i: len(data[i]))  # little padding
     for b in range(0, len(order), batch_size):
-        nll, n = lm_loss(model, *_batch([data[i] for i in order[b : b + batch_size]]))
+        nll, n = lm_loss(model, *batch_tokens([data[i] for i in order[b : b + batch_size]]))
         total, count = total + float(nll), count + n
     model.train(was)
     if count == 0:
@@ -105,111 +78,57 @@ def load_lm(path: str | os.PathLike[str]) -> tuple[Llama, Tokenizer, dict[str, A
 
 def train_lm(
     model: Llama, train: Sequence[list[int]], dev: Sequence[list[int]], cfg: LMTrainConfig,
-    on_eval: Callable[[int, float, torch.optim.Optimizer], None] | None = None,
+    on_eval: OnEval[float] | None = None,
     optimizer_state: dict[str, Any] | None = None, start_step: int = 0,
 ) -> tuple[int, float]:
-    """Train ``model`` in place; returns ``(steps done, last dev perplexity)``.
+    """Train ``model`` in place (:func:`~edgeasr.train.text_lm_loop.train_text_lm`); returns
+    ``(steps done, last dev perplexity)``, NaN when no step was left.
 
     ``on_eval(step, dev_ppl, optimizer)`` runs after each evaluation (checkpointing, logging).
     Batches are random sentences (sampled with a seeded RNG), so runs are reproducible."""
     if not train or not dev:
         raise ValueError("train_lm needs non-empty train and dev data")
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=cfg.lr, betas=(0.9, 0.95))
-    if optimizer_state is not None:
-        opt.load_state_dict(optimizer_state)
-    rng = random.Random(cfg.seed + start_step)
-    t0 = time.monotonic()
 
-    def out_of_time() -> bool:
-        return cfg.max_minutes > 0 and time.monotonic() - t0 > 60 * cfg.max_minutes
+    def batch_loss(seqs: list[list[int]]) -> tuple[Tensor, int]:
+        return lm_loss(model, *batch_tokens(seqs))
 
-    model.train()
-    step, ppl = start_step, float("nan")
-    while step < cfg.steps:
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr_at(step)
-        nll, n = lm_loss(model, *_batch([train[rng.randrange(len(train))]
-                                         for _ in range(cfg.batch_size)]))
-        opt.zero_grad(set_to_none=True)
-        (nll / n).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        step += 1
-        if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time():
-            ppl = evaluate(model, dev)
-            if on_eval is not None:
-                on_eval(step, ppl, opt)
-            if out_of_time():  # checked after the evaluation too: it can take minutes
-                break
-    model.eval()
-    return step, ppl
+    step, ppl = train_text_lm(model, train, cfg, batch_loss, lambda: evaluate(model, dev),
+                              on_eval, optimizer_state, start_step, betas=(0.9, 0.95))
+    return step, ppl if ppl is not None else float("nan")
 
 
 # ---------------------------------------------------------------------------- command line
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--text-dir", type=Path, required=True,
-                   help="folder with train.txt and dev.txt (edgeasr-train corpus text)")
-    p.add_argument("--out", type=Path, required=True, help="output folder (lm.pt, log.jsonl)")
+    add_text_lm_arguments(p, LMTrainConfig, "lm.pt")
     p.add_argument("--tokenizer", type=Path,
                    help="existing sentencepiece model (e.g. the ASR one); default: train a new "
                         "BPE of --vocab-size on train.txt")
     p.add_argument("--vocab-size", type=int, default=2048)
-    p.add_argument("--dim", type=int, default=256)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--max-seq-len", type=int, default=128)
     p.add_argument("--untied", action="store_true", help="separate output matrix")
-    for f in LMTrainConfig.__dataclass_fields__:
-        default = getattr(LMTrainConfig, f)
-        p.add_argument("--" + f.replace("_", "-"), type=type(default), default=default)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/lm.pt")
 
 
 def run(args: argparse.Namespace) -> int:
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    texts = {}
-    for split in ("train", "dev"):
-        f = args.text_dir / f"{split}.txt"
-        if not f.is_file():
-            raise SystemExit(f"{f}: not found (write it with 'edgeasr-train corpus text')")
-        texts[split] = f.read_text(encoding="utf-8").splitlines()
-    ckpt = out / "lm.pt"
+    r = TextLMRun(args, "lm")
     state: dict[str, Any] = {}
-    if args.resume and ckpt.is_file():
-        model, tok, state = load_lm(ckpt)
+    if r.resuming:
+        model, tok, state = load_lm(r.checkpoint)
     else:
         if args.tokenizer is not None:
             tok = Tokenizer(args.tokenizer)
         else:
-            tok = Tokenizer.train(texts["train"], out / "tokenizer", args.vocab_size)
+            tok = Tokenizer.train(r.texts["train"], r.out / "tokenizer", args.vocab_size)
         model = Llama(LlamaConfig(vocab_size=tok.vocab_size, dim=args.dim,
                                   n_layers=args.layers, n_heads=args.heads,
                                   max_seq_len=args.max_seq_len,
                                   tie_embeddings=not args.untied))
-    cfg = LMTrainConfig(**{f: getattr(args, f) for f in LMTrainConfig.__dataclass_fields__})
-    train = encode_sentences(tok, texts["train"], model.cfg.max_seq_len - 1)
-    dev = encode_sentences(tok, texts["dev"], model.cfg.max_seq_len - 1)
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"lm: {n_params / 1e6:.2f} M params, vocab {tok.vocab_size}, "
-          f"{len(train)} train / {len(dev)} dev sentences", flush=True)
-    t0 = time.monotonic()
-
-    def on_eval(step: int, ppl: float, opt: torch.optim.Optimizer) -> None:
-        save_lm(ckpt, model, tok, step=step, dev_ppl=ppl, optimizer=opt.state_dict())
-        rec = {"step": step, "dev_ppl": round(ppl, 3),
-               "minutes": round((time.monotonic() - t0) / 60, 2)}
-        with open(out / "log.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec) + "\n")
-        print(json.dumps(rec), flush=True)
-
+    cfg = config_from_args(LMTrainConfig, args)
+    train = encode_sentences(tok, r.texts["train"], model.cfg.max_seq_len - 1)
+    dev = encode_sentences(tok, r.texts["dev"], model.cfg.max_seq_len - 1)
+    r.announce(model, tok.vocab_size, train, dev)
+    on_eval = r.on_eval(
+        lambda step, ppl, opt: save_lm(r.checkpoint, model, tok, step=step, dev_ppl=ppl,
+                                       optimizer=opt),
+        lambda ppl: {"dev_ppl": round(ppl, 3)})
     step, ppl = train_lm(model, train, dev, cfg, on_eval, state.get("optimizer"),
                          int(state.get("step", 0)))
     print(f"done: step {step}, dev perplexity {ppl:.2f}", flush=True)
