@@ -40,7 +40,7 @@ from edgeasr.backends.base import (
     split_caches,
     stack_caches,
 )
-from edgeasr.decoding import DecodingConfig, make_decoder
+from edgeasr.decoding import DecodingConfig, LabelLM, make_decoder
 from edgeasr.decoding.base import DecoderState
 from edgeasr.endpoint import EndpointConfig, detect_endpoint
 from edgeasr.features import FeatureConfig, OnlineFeatureExtractor
@@ -299,6 +299,9 @@ class Recognizer:
 
     Build with :meth:`from_bundle` (or :meth:`from_checkpoint` for the torch backend), or
     directly from a backend, a tokenizer and the feature config (tests, custom backends).
+    A factorized model (Transducer-Llama) decodes with an LM: ``DecodingConfig(predictor=
+    "llama", lm="lm.gguf")``, or any label LM object passed as ``lm`` (a PyTorch one:
+    ``edgeasr.backends.torch_lm.TorchLabelLM``).
     """
 
     def __init__(
@@ -307,6 +310,7 @@ class Recognizer:
         tokenizer: TokenDecoder,
         feature_config: FeatureConfig | None = None,
         config: RecognizerConfig | None = None,
+        lm: LabelLM | None = None,
     ) -> None:
         self.config = config or RecognizerConfig()
         self.config.validate()
@@ -319,7 +323,7 @@ class Recognizer:
                 f"features have {self.feature_config.num_mel_bins} bins but the model expects "
                 f"{self.spec.feature_dim}"
             )
-        self.decoder = make_decoder(backend, self.config.decoding)
+        self.decoder = make_decoder(backend, self.config.decoding, lm)
         self.default_hotwords: ContextGraph | None = (
             self.compile_hotwords(list(self.config.decoding.hotwords))
             if self.config.decoding.hotwords

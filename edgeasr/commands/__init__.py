@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgeasr.decoding import METHODS, DecodingConfig
+from edgeasr.decoding import METHODS, PREDICTORS, DecodingConfig
 from edgeasr.stream import BACKENDS, DEFAULT_BUNDLE, Recognizer
 
 __all__ = ["add_model_arguments", "decoding_from_args", "hotwords_from_args",
@@ -49,6 +49,15 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="hotwords, one phrase per line (optional ' :boost', # comments)")
     d.add_argument("--hotwords-score", type=float, default=1.5, metavar="B",
                    help="bonus per matched token for phrases without their own (default 1.5)")
+    d.add_argument("--predictor", choices=PREDICTORS, default="stateless",
+                   help="label scores from the model's joint (stateless, default) or, for a "
+                        "factorized Transducer-Llama model, combined with a llama.cpp LM "
+                        "(llama; needs --lm; greedy/gated/tdt/beam)")
+    d.add_argument("--lm", type=Path, default=None, metavar="LM.gguf",
+                   help="GGUF language model of --predictor llama (edgeasr-train lm-gguf)")
+    d.add_argument("--lm-weight", type=float, default=1.0, metavar="W",
+                   help="weight of the LM log-probs in the factorized labels (default 1.0; "
+                        "use the model's training value)")
 
 
 def hotwords_from_args(args: argparse.Namespace) -> tuple[str, ...]:
@@ -72,6 +81,9 @@ def decoding_from_args(args: argparse.Namespace) -> DecodingConfig:
         sar_steps=args.sar_steps,
         hotwords=hotwords_from_args(args),
         hotwords_score=getattr(args, "hotwords_score", 1.5),
+        predictor=getattr(args, "predictor", "stateless"),
+        lm=str(args.lm) if getattr(args, "lm", None) else None,
+        lm_weight=getattr(args, "lm_weight", 1.0),
     )
     cfg.validate()
     return cfg

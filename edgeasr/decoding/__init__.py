@@ -12,6 +12,11 @@ Methods (``DecodingConfig.method``):
 ``sar``      NAR draft + predictor-conditioned refinement (:mod:`.sar`)
 ``beam``     modified beam search, optional blank penalty (:mod:`.beam`)
 ===========  ====================================================================
+
+Predictors (``DecodingConfig.predictor``): ``stateless`` decodes the model's own HAT joint;
+``llama`` decodes a factorized model (Transducer-Llama, :mod:`.factorized`): HAT blank, labels
+from the acoustic label head combined with a llama.cpp LM (``DecodingConfig.lm``, a GGUF from
+``edgeasr-train lm-gguf``), for the methods in :data:`LM_METHODS`.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from edgeasr.backends.base import Backend
 from edgeasr.decoding.base import Decoder, DecoderState, DecodeStats, DecodingError, Hypothesis
 from edgeasr.decoding.beam import ModifiedBeamSearchDecoder
+from edgeasr.decoding.factorized import FactorizedLabels, LabelLM
 from edgeasr.decoding.gating import DualBlankGate
 from edgeasr.decoding.greedy import GreedyDecoder
 from edgeasr.decoding.nar import IamCtcDecoder, NarGreedyDecoder, ViterbiDecoder
@@ -29,16 +35,20 @@ from edgeasr.decoding.tdt import DEFAULT_TDT_MAX_SYMBOLS, TdtGreedyDecoder
 
 __all__ = [
     "HOTWORD_METHODS",
+    "LM_METHODS",
     "METHODS",
+    "PREDICTORS",
     "DecodeStats",
     "Decoder",
     "DecoderState",
     "DecodingConfig",
     "DecodingError",
     "DualBlankGate",
+    "FactorizedLabels",
     "GreedyDecoder",
     "Hypothesis",
     "IamCtcDecoder",
+    "LabelLM",
     "ModifiedBeamSearchDecoder",
     "NarGreedyDecoder",
     "SarDecoder",
@@ -50,6 +60,10 @@ __all__ = [
 METHODS = ("greedy", "gated", "tdt", "nar", "viterbi", "iam-ctc", "sar", "beam")
 #: The methods that support contextual biasing (hotwords).
 HOTWORD_METHODS = ("greedy", "gated", "tdt", "beam")
+#: Where label scores come from: the model's joint, or a factorized model's llama.cpp LM.
+PREDICTORS = ("stateless", "llama")
+#: The methods that can decode a factorized model (they follow one history per hypothesis).
+LM_METHODS = ("greedy", "gated", "tdt", "beam")
 
 
 @dataclass
@@ -69,6 +83,11 @@ class DecodingConfig:
             ``beam``; see :mod:`edgeasr.hotwords`; a phrase may end in ``:boost``); a stream
             can replace them with ``Stream.set_hotwords``.
         hotwords_score: bonus per matched token for phrases without their own boost.
+        predictor: one of :data:`PREDICTORS`; ``llama`` needs ``lm`` and a method in
+            :data:`LM_METHODS`.
+        lm: the GGUF language model of ``predictor="llama"``.
+        lm_weight: weight of the LM log-probs in the factorized labels; use the value the
+            model was trained (or tuned on dev) with.
     """
 
     method: str = "greedy"
@@ -80,6 +99,9 @@ class DecodingConfig:
     sar_steps: int = 1
     hotwords: tuple[str, ...] = field(default_factory=tuple)
     hotwords_score: float = 1.5
+    predictor: str = "stateless"
+    lm: str | None = None
+    lm_weight: float = 1.0
 
     def validate(self) -> None:
         """Raise :class:`DecodingError` naming the first bad field."""
@@ -106,15 +128,45 @@ class DecodingConfig:
                 f"hotwords need a search that follows the predictor ({HOTWORD_METHODS}); "
                 f"--decoding {self.method} cannot be biased"
             )
+        if self.predictor not in PREDICTORS:
+            raise DecodingError(
+                f"unknown predictor {self.predictor!r}; choose from {PREDICTORS}"
+            )
+        if self.predictor == "llama":
+            if not self.lm:
+                raise DecodingError("predictor 'llama' needs lm= (--lm FILE.gguf)")
+            self.check_lm_method()
+        if not self.lm_weight >= 0:
+            raise DecodingError(f"lm_weight must be >= 0, got {self.lm_weight}")
+
+    def check_lm_method(self) -> None:
+        """Raise unless the method can decode a factorized model."""
+        if self.method not in LM_METHODS:
+            raise DecodingError(
+                f"an LM predictor needs a search that follows one history per hypothesis "
+                f"({LM_METHODS}); --decoding {self.method} has none"
+            )
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
-def make_decoder(backend: Backend, config: DecodingConfig) -> Decoder:
-    """Build the decoder ``config.method`` names, checking it suits the model."""
+def make_decoder(backend: Backend, config: DecodingConfig, lm: LabelLM | None = None) -> Decoder:
+    """Build the decoder ``config.method`` names, checking it suits the model.
+
+    ``lm``: a label LM object (e.g. a PyTorch one, ``edgeasr.backends.torch_lm``) that makes
+    the decoding factorized whatever ``config.predictor`` says; otherwise ``predictor="llama"``
+    loads ``config.lm`` with llama.cpp."""
     config.validate()
     m, bp = config.method, config.blank_penalty
+    labels = None
+    if lm is not None or config.predictor == "llama":
+        config.check_lm_method()
+        if lm is None:
+            from edgeasr.decoding.llama_predictor import LlamaPredictor
+
+            lm = LlamaPredictor(config.lm)  # type: ignore[arg-type]
+        labels = FactorizedLabels(lm, config.lm_weight)
     if m in ("greedy", "gated"):
         gate = None
         if m == "gated":
@@ -128,12 +180,14 @@ def make_decoder(backend: Backend, config: DecodingConfig) -> Decoder:
             or backend.spec.max_symbols_per_frame,
             blank_penalty=bp,
             gate=gate,
+            labels=labels,
         )
     if m == "tdt":
         return TdtGreedyDecoder(
             backend,
             max_symbols_per_frame=config.max_symbols_per_frame or DEFAULT_TDT_MAX_SYMBOLS,
             blank_penalty=bp,
+            labels=labels,
         )
     if m == "nar":
         return NarGreedyDecoder(backend, blank_penalty=bp)
@@ -143,4 +197,5 @@ def make_decoder(backend: Backend, config: DecodingConfig) -> Decoder:
         return IamCtcDecoder(backend, blank_penalty=bp)
     if m == "sar":
         return SarDecoder(backend, steps=config.sar_steps, blank_penalty=bp)
-    return ModifiedBeamSearchDecoder(backend, beam=config.beam_size, blank_penalty=bp)
+    return ModifiedBeamSearchDecoder(backend, beam=config.beam_size, blank_penalty=bp,
+                                     labels=labels)

@@ -15,6 +15,13 @@ Hotwords (:mod:`edgeasr.hotwords`): each hypothesis carries its own context-grap
 every extension's score includes the graph's step score (bonus for a continued match, back-off
 of the uncommitted bonus for a broken one), as in icefall/sherpa-onnx; ``finalize`` gives back
 the bonus of matches left unfinished before the final ranking.
+
+Factorized models (Transducer-Llama, :mod:`edgeasr.decoding.factorized`): with ``labels`` each
+hypothesis carries its own LM state (for llama.cpp: a KV-cache snapshot of its history, see
+:mod:`edgeasr.decoding.llama_predictor`) and its label scores combine the frame's acoustic label
+log-probs with that state's LM log-probs. An extension by a token gets its LM state only if it
+survives the top-``k`` selection and the merging, in one batched LM call per frame, so the LM
+runs once per new surviving token sequence; a blank extension shares its parent's state.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ from edgeasr.decoding.base import (
     check_frames,
     full_logprobs,
 )
+from edgeasr.decoding.factorized import FactorizedLabels
+from edgeasr.decoding.llama_predictor import LMState
 from edgeasr.hotwords import ContextGraph, ContextState
 
 __all__ = ["BeamHyp", "BeamState", "ModifiedBeamSearchDecoder"]
@@ -39,7 +48,9 @@ __all__ = ["BeamHyp", "BeamState", "ModifiedBeamSearchDecoder"]
 
 @dataclass
 class BeamHyp:
-    """One hypothesis: tokens, their frames, log-probability and cached predictor output."""
+    """One hypothesis: tokens, their frames, log-probability, cached predictor output and (a
+    factorized model) the LM state of ``tokens``; ``lm = None`` with ``lm_from`` set means
+    "not computed yet: advance ``lm_from`` by the last token"."""
 
     tokens: tuple[int, ...]
     frames: tuple[int, ...]
@@ -47,6 +58,8 @@ class BeamHyp:
     context: tuple[int, ...]
     p: np.ndarray | None = None
     hw: ContextState | None = None  # context-graph state (None: the root / no hotwords)
+    lm: LMState | None = None
+    lm_from: LMState | None = None
 
 
 @dataclass
@@ -60,23 +73,30 @@ class BeamState(DecoderState):
 class ModifiedBeamSearchDecoder:
     """Frame-synchronous beam search over a batch of streams."""
 
-    def __init__(self, backend: Backend, *, beam: int = 4, blank_penalty: float = 0.0) -> None:
+    def __init__(self, backend: Backend, *, beam: int = 4, blank_penalty: float = 0.0,
+                 labels: FactorizedLabels | None = None) -> None:
         if beam < 1:
             raise DecodingError(f"beam size must be >= 1, got {beam}")
+        if labels is not None:
+            labels.check(backend)
         self.backend = backend
         self.beam = beam
         self.blank_penalty = float(blank_penalty)
+        self.labels = labels
+
+    def _root_lm(self) -> LMState | None:
+        return self.labels.root() if self.labels else None
 
     def init_state(self) -> BeamState:
         ctx = (BLANK,) * self.backend.spec.context_size
-        return BeamState(hyps=[BeamHyp((), (), 0.0, ctx)])
+        return BeamState(hyps=[BeamHyp((), (), 0.0, ctx, lm=self._root_lm())])
 
     def new_segment(self, state: BeamState) -> BeamState:
         top = state.hyps[0]
         return BeamState(
             frame_offset=state.frame_offset,
             segment_start=state.frame_offset,
-            hyps=[BeamHyp((), (), 0.0, top.context, top.p)],
+            hyps=[BeamHyp((), (), 0.0, top.context, top.p, lm=self._root_lm())],
             hotwords=state.hotwords,
         )
 
@@ -103,9 +123,17 @@ class ModifiedBeamSearchDecoder:
             for h, row in zip(todo, p, strict=True):
                 h.p = row
 
+    def _update_lm(self, hyps: list[BeamHyp]) -> None:
+        todo = [h for h in hyps if h.lm is None]
+        if self.labels is not None and todo:
+            new = self.labels.advance([h.lm_from for h in todo], [h.tokens[-1] for h in todo])
+            for h, lm in zip(todo, new, strict=True):
+                h.lm, h.lm_from = lm, None
+
     def decode_chunk(self, frames: np.ndarray, states: list[BeamState]) -> None:
         check_frames(frames, len(states), self.backend.spec.joint_dim)
         _, c, _ = frames.shape
+        am = self.labels.acoustic(self.backend, frames) if self.labels else None
         self._update_predictor([h for s in states for h in s.hyps])
         for t in range(c):
             owner = np.array([i for i, s in enumerate(states) for _ in s.hyps], dtype=np.int64)
@@ -113,7 +141,10 @@ class ModifiedBeamSearchDecoder:
             e = frames[owner, t]
             p = np.stack([h.p for h in flat])
             hid, blank_logit, _ = self.backend.joint_blank(e, p)
-            labels = self.backend.joint_labels(hid)
+            if self.labels is None:
+                labels = self.backend.joint_labels(hid)
+            else:
+                labels = self.labels.label_log_probs(am[owner, t], [h.lm for h in flat])
             b = np.asarray(blank_logit, dtype=np.float32) - self.blank_penalty
             logp = full_logprobs(b, labels).astype(np.float64)
             start = 0
@@ -124,6 +155,7 @@ class ModifiedBeamSearchDecoder:
                 s.stats.label_softmaxes += m
                 start += m
             self._update_predictor([h for s in states for h in s.hyps])
+            self._update_lm([h for s in states for h in s.hyps])
         for s in states:
             s.frame_offset += c
 
@@ -141,10 +173,11 @@ class ModifiedBeamSearchDecoder:
             tok = int(idx % v)
             score = float(cand[idx])
             if tok == BLANK:
-                new = BeamHyp(src.tokens, src.frames, score, src.context, src.p, src.hw)
+                new = BeamHyp(src.tokens, src.frames, score, src.context, src.p, src.hw, src.lm)
             else:
                 ctx = (*src.context[1:], tok)
-                new = BeamHyp((*src.tokens, tok), (*src.frames, frame), score, ctx)
+                new = BeamHyp((*src.tokens, tok), (*src.frames, frame), score, ctx,
+                              lm_from=src.lm)
                 if g is not None:
                     new.hw = g.step(src.hw or g.root, tok)[1]
             old = merged.get(new.tokens)
@@ -152,6 +185,8 @@ class ModifiedBeamSearchDecoder:
                 merged[new.tokens] = new
             else:
                 old.score = float(np.logaddexp(old.score, new.score))
+                if old.lm is None and new.lm is not None:  # same history: reuse its state
+                    old.lm, old.lm_from = new.lm, None
         return sorted(merged.values(), key=lambda h: -h.score)
 
     @staticmethod

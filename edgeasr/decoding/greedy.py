@@ -16,6 +16,11 @@ the log-probs of the tokens that continue (or start) a phrase before the argmax,
 continuation wins over blank or another token when its boosted score is higher; the stream's
 graph state follows the emitted tokens (back-off on a broken match).
 
+Factorized models (Transducer-Llama, :mod:`edgeasr.decoding.factorized`): with ``labels`` the
+label distribution is the acoustic label head (``iam_joint``) combined with an LM, and every
+stream carries its LM state, advanced once per emitted token; a new segment restarts the LM
+history (an endpoint ends a sentence, and the LM was trained on sentences).
+
 Every stream keeps its own time pointer, and each iteration evaluates the joint once for all
 streams whose pointer is still inside the chunk (label looping), so the backend always sees
 batches, whatever each stream decided.
@@ -37,7 +42,9 @@ from edgeasr.decoding.base import (
     full_logprobs,
     sigmoid,
 )
+from edgeasr.decoding.factorized import FactorizedLabels
 from edgeasr.decoding.gating import DualBlankGate
+from edgeasr.decoding.llama_predictor import LMState
 from edgeasr.hotwords import ContextGraph, ContextState
 
 __all__ = ["GreedyDecoder", "GreedyState"]
@@ -54,6 +61,7 @@ class GreedyState(DecoderState):
     pending_skip: int = 0  # frames of a TDT jump that fall into the next chunk
     hotwords: ContextGraph | None = None  # contextual biasing graph of this stream
     hotword_state: ContextState | None = None  # position in it (None: the root)
+    lm: LMState | None = None  # LM history of a factorized model (None: HAT labels)
 
 
 class GreedyDecoder:
@@ -67,6 +75,7 @@ class GreedyDecoder:
         blank_penalty: float = 0.0,
         gate: DualBlankGate | None = None,
         use_durations: bool = False,
+        labels: FactorizedLabels | None = None,
     ) -> None:
         if max_symbols_per_frame < 1:
             raise DecodingError(f"max_symbols_per_frame must be >= 1, got {max_symbols_per_frame}")
@@ -79,9 +88,13 @@ class GreedyDecoder:
         self.durations = (
             np.asarray(backend.spec.durations, dtype=np.int64) if use_durations else None
         )
+        if labels is not None:
+            labels.check(backend)
+        self.labels = labels
 
     def init_state(self) -> GreedyState:
-        return GreedyState(context=[BLANK] * self.backend.spec.context_size)
+        return GreedyState(context=[BLANK] * self.backend.spec.context_size,
+                           lm=self.labels.root() if self.labels else None)
 
     def new_segment(self, state: GreedyState) -> GreedyState:
         return GreedyState(
@@ -91,6 +104,7 @@ class GreedyDecoder:
             p=state.p,
             pending_skip=state.pending_skip,
             hotwords=state.hotwords,
+            lm=self.labels.root() if self.labels else None,
         )
 
     def best(self, state: GreedyState) -> Hypothesis:
@@ -117,6 +131,7 @@ class GreedyDecoder:
             if self.gate is not None
             else np.zeros((n, c), dtype=bool)
         )
+        am = self.labels.acoustic(self.backend, frames) if self.labels else None
         t = np.array([s.pending_skip for s in states], dtype=np.int64)
         symbols = np.zeros(n, dtype=np.int64)  # tokens emitted on the current frame
         counted = np.full(n, -1, dtype=np.int64)  # last frame counted in stats.frames
@@ -136,7 +151,7 @@ class GreedyDecoder:
             run = active[~gated]
             if run.size == 0:
                 continue
-            self._step(frames, states, run, t, symbols)
+            self._step(frames, states, run, t, symbols, am)
         for i, s in enumerate(states):
             s.pending_skip = int(t[i] - c)
             s.frame_offset += c
@@ -148,8 +163,10 @@ class GreedyDecoder:
         run: np.ndarray,
         t: np.ndarray,
         symbols: np.ndarray,
+        am: np.ndarray | None = None,
     ) -> None:
-        """Evaluate the joint once for streams ``run`` at their current frames; advance them."""
+        """Evaluate the joint once for streams ``run`` at their current frames; advance them.
+        ``am [N, C, V-1]``: the chunk's acoustic label log-probs (factorized models only)."""
         e = frames[run, t[run]]
         p = np.stack([states[i].p for i in run])
         h, blank_logit, dur_logits = self.backend.joint_blank(e, p)
@@ -168,7 +185,12 @@ class GreedyDecoder:
                             for i in run], dtype=np.float32)
             need |= biased & (top > blank_logit)
         if need.any():
-            labels = self.backend.joint_labels(h[need])
+            rows = run[need]
+            if self.labels is None:
+                labels = self.backend.joint_labels(h[need])
+            else:
+                labels = self.labels.label_log_probs(am[rows, t[rows]],
+                                                     [states[i].lm for i in rows])
             logp = full_logprobs(blank_logit[need], labels)
             for row, k in enumerate(np.flatnonzero(need)):
                 s = states[run[k]]
@@ -179,6 +201,7 @@ class GreedyDecoder:
             tokens[need] = np.argmax(logp, axis=-1)
         if self.durations is not None:
             dur = self.durations[np.argmax(dur_logits, axis=-1)]
+        emitted: list[GreedyState] = []
         for k, i in enumerate(run):
             s = states[i]
             if need[k]:
@@ -193,6 +216,7 @@ class GreedyDecoder:
                 s.token_frames.append(s.frame_offset + int(t[i]))
                 s.context = [*s.context[1:], tok]
                 s.p = None
+                emitted.append(s)
                 if s.hotwords is not None:
                     _, s.hotword_state = s.hotwords.step(s.hotword_state or s.hotwords.root, tok)
                 symbols[i] += 1
@@ -202,4 +226,8 @@ class GreedyDecoder:
             if advance:
                 t[i] += advance
                 symbols[i] = 0
+        if self.labels is not None and emitted:
+            new = self.labels.advance([s.lm for s in emitted], [s.tokens[-1] for s in emitted])
+            for s, lm in zip(emitted, new, strict=True):
+                s.lm = lm
         self._update_predictor([states[i] for i in run])

@@ -10,6 +10,7 @@ shared batched frame loop of :mod:`edgeasr.decoding.greedy` with durations switc
 from __future__ import annotations
 
 from edgeasr.backends.base import Backend
+from edgeasr.decoding.factorized import FactorizedLabels
 from edgeasr.decoding.gating import DualBlankGate
 from edgeasr.decoding.greedy import GreedyDecoder
 
@@ -29,6 +30,7 @@ class TdtGreedyDecoder(GreedyDecoder):
         max_symbols_per_frame: int = DEFAULT_TDT_MAX_SYMBOLS,
         blank_penalty: float = 0.0,
         gate: DualBlankGate | None = None,
+        labels: FactorizedLabels | None = None,
     ) -> None:
         super().__init__(
             backend,
@@ -36,4 +38,5 @@ class TdtGreedyDecoder(GreedyDecoder):
             blank_penalty=blank_penalty,
             gate=gate,
             use_durations=True,
+            labels=labels,
         )
