@@ -18,28 +18,40 @@ without a TDT duration head.
 Encoder caches are an ordered ``dict[name, array]`` whose layout (batch axis in particular) is
 described by :class:`CacheSpec`; :func:`stack_caches` / :func:`split_caches` move per-stream
 caches in and out of one batched encoder call.
+
+The runtimes that execute the bundle's exported graphs (ONNX Runtime, ExecuTorch) differ only in
+how one graph is loaded and run. :class:`LoadedGraph` is that difference (one subclass per
+runtime), and :class:`GraphBackend` is everything else, written once: finding the five graphs of
+a bundle variant (:func:`load_graphs`), binding inputs and outputs by the names model.json
+records, and mapping the interface calls onto the graphs. This module imports no runtime.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
+from edgeasr.bundle import EDGEASR_GRAPHS
 from edgeasr.errors import EdgeAsrError
 
 if TYPE_CHECKING:
-    from edgeasr.bundle import Bundle
+    from edgeasr.bundle import Bundle, GraphSpec
 
 __all__ = [
+    "GRAPHS",
     "Backend",
     "BackendError",
     "CacheSpec",
     "Caches",
     "BackendSpec",
+    "GraphBackend",
+    "LoadedGraph",
     "RecognizerError",
+    "load_graphs",
     "split_caches",
     "stack_caches",
 ]
@@ -246,3 +258,124 @@ def split_caches(batched: Caches, specs: Sequence[CacheSpec], n: int) -> list[Ca
         for i, part in enumerate(np.split(arr, n, axis=spec.batch_axis)):
             out[i][spec.name] = np.ascontiguousarray(part)
     return out
+
+
+# ------------------------------------------------------------------------------ graph backends
+
+#: The graphs a bundle variant must hold for the runtime (docs/architecture.md), in load order.
+GRAPHS = EDGEASR_GRAPHS
+
+
+class LoadedGraph(ABC):
+    """One exported graph loaded in some runtime, called with positional numpy arrays and
+    answering ``{output name: array}``.
+
+    The input and output names come from model.json, not from the graph file, so a graph
+    re-exported with another output order still binds correctly. A subclass says how its
+    runtime loads a file (:meth:`_load`) and runs it (:meth:`_run`); loading and running
+    errors of any runtime become one :class:`BackendError` naming the graph and the shapes.
+    """
+
+    #: The runtime's name in error messages ("ONNX", "ExecuTorch").
+    runtime: str = "model"
+
+    def __init__(self, name: str, path: str, spec: GraphSpec) -> None:
+        self.name = name
+        self.inputs: list[str] = list(spec.input_names)
+        self.outputs: list[str] = list(spec.output_names)
+        try:
+            self._load(path, spec)
+        except Exception as e:  # each runtime raises its own exception types
+            raise BackendError(f"{path}: cannot load {self.runtime} graph {name!r}: {e}") from e
+
+    @abstractmethod
+    def _load(self, path: str, spec: GraphSpec) -> None:
+        """Load the graph file (called once, from the constructor)."""
+
+    @abstractmethod
+    def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """Run the graph; the outputs in :attr:`outputs` order."""
+
+    def __call__(self, *arrays: np.ndarray) -> dict[str, np.ndarray]:
+        try:
+            outs = self._run(list(arrays))
+        except BackendError:
+            raise
+        except Exception as e:
+            shapes = {k: tuple(a.shape) for k, a in zip(self.inputs, arrays, strict=False)}
+            raise BackendError(
+                f"{self.runtime} graph {self.name!r} failed on inputs {shapes}: {e}"
+            ) from e
+        return dict(zip(self.outputs, outs, strict=True))
+
+
+def load_graphs(
+    bundle: Bundle,
+    fmt: str,
+    precision: str,
+    load: Callable[[str, str, GraphSpec], LoadedGraph],
+    remedy: str = "",
+) -> dict[str, LoadedGraph]:
+    """Load the :data:`GRAPHS` of the bundle variant ``fmt/precision`` with ``load(name, path,
+    spec)``; a variant lacking any of them is refused before anything loads, naming them
+    (``remedy`` tells how to get them)."""
+    graphs = bundle.graphs(fmt, precision)
+    missing = [g for g in GRAPHS if g not in graphs]
+    if missing:
+        raise BackendError(
+            f"{bundle.source}: {fmt}/{precision} lacks graph(s) {missing}; the runtime needs "
+            f"{list(GRAPHS)}{remedy}"
+        )
+    return {n: load(n, str(bundle.path(graphs[n].file)), graphs[n]) for n in GRAPHS}
+
+
+class GraphBackend:
+    """The backend interface over the five loaded graphs of a bundle, for any runtime.
+
+    Inputs are made contiguous arrays of the dtype the graphs were exported with (float32
+    tensors, int64 token contexts); a model without a duration head gets empty duration
+    logits, as the interface promises.
+    """
+
+    def __init__(self, spec: BackendSpec, graphs: dict[str, LoadedGraph]) -> None:
+        self.spec = spec
+        self._g = graphs
+        self._cache_names = [c.name for c in spec.caches]
+        enc_out = graphs["encoder"].outputs
+        if len(enc_out) != 1 + len(self._cache_names):
+            raise BackendError(f"encoder outputs {enc_out}: expected frames + one per cache")
+
+    @staticmethod
+    def _f32(x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    @staticmethod
+    def _durations(out: dict[str, np.ndarray], lead: tuple[int, ...]) -> np.ndarray:
+        d = out.get("duration_logits")
+        return d if d is not None else np.zeros((*lead, 0), dtype=np.float32)
+
+    def init_caches(self, batch: int) -> Caches:
+        return {c.name: c.zeros(batch) for c in self.spec.caches}
+
+    def encoder(self, features: np.ndarray, caches: Caches) -> tuple[np.ndarray, Caches]:
+        g = self._g["encoder"]
+        out = g(self._f32(features), *(caches[n] for n in self._cache_names))
+        new = {n: out[o] for n, o in zip(self._cache_names, g.outputs[1:], strict=True)}
+        return out[g.outputs[0]], new
+
+    def predictor(self, context: np.ndarray) -> np.ndarray:
+        g = self._g["predictor"]
+        return g(np.ascontiguousarray(context, dtype=np.int64))[g.outputs[0]]
+
+    def joint_blank(
+        self, e: np.ndarray, p: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        out = self._g["joint_blank"](self._f32(e), self._f32(p))
+        return out["h"], out["blank_logit"], self._durations(out, (len(e),))
+
+    def joint_labels(self, h: np.ndarray) -> np.ndarray:
+        return self._g["joint_labels"](self._f32(h))["label_logprobs"]
+
+    def iam_joint(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        out = self._g["iam_joint"](self._f32(frames))
+        return out["blank_logit"], out["label_logprobs"], self._durations(out, frames.shape[:2])

@@ -16,7 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from edgeasr.backends.base import BackendError, BackendSpec, Caches
+from edgeasr.backends.base import (
+    BackendError,
+    BackendSpec,
+    GraphBackend,
+    LoadedGraph,
+    load_graphs,
+)
 
 try:
     import torch
@@ -29,56 +35,45 @@ except ImportError as e:  # pragma: no cover - depends on the install
 
 __all__ = ["DEFAULT_MAX_BATCH", "ExecuTorchBackend"]
 
-GRAPHS = ("encoder", "predictor", "joint_blank", "joint_labels", "iam_joint")
-
 #: Largest batch the exporter plans memory for (edgeasr.export.executorch.DEFAULT_MAX_BATCH).
 DEFAULT_MAX_BATCH = 8
 
 
-class _Method:
-    """One loaded ``.pte`` method with the names model.json gives its inputs and outputs."""
+class _Method(LoadedGraph):
+    """One loaded ``.pte`` method; batches beyond ``max_batch`` run in slices."""
+
+    runtime = "ExecuTorch"
 
     def __init__(self, name: str, path: str, spec: Any, max_batch: int) -> None:
-        try:
-            program = Runtime.get().load_program(path)
-            self.method = program.load_method(spec.method)
-        except Exception as e:  # the runtime raises RuntimeError/ValueError variants
-            raise BackendError(f"{path}: cannot load ExecuTorch graph {name!r}: {e}") from e
-        self.name = name
-        self.inputs = spec.input_names
-        self.outputs = spec.output_names
+        super().__init__(name, path, spec)
         self.in_axes = [t.batch_axis for t in spec.inputs]
         self.out_axes = [t.batch_axis for t in spec.outputs]
         self.max_batch = max_batch
 
-    def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        try:
-            outs = self.method.execute([torch.from_numpy(np.ascontiguousarray(a)) for a in arrays])
-        except Exception as e:
-            shapes = [tuple(a.shape) for a in arrays]
-            raise BackendError(f"ExecuTorch graph {self.name!r} failed on {shapes}: {e}") from e
+    def _load(self, path: str, spec: Any) -> None:
+        self.method = Runtime.get().load_program(path).load_method(spec.method)
+
+    def _execute(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        outs = self.method.execute([torch.from_numpy(np.ascontiguousarray(a)) for a in arrays])
         return [o.numpy() for o in outs]
 
-    def __call__(self, *arrays: np.ndarray) -> dict[str, np.ndarray]:
+    def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         n = arrays[0].shape[self.in_axes[0]]
         if n <= self.max_batch:
-            outs = self._run(list(arrays))
-        else:
-            parts = []
-            for a in range(0, n, self.max_batch):
-                sl = [
-                    np.take(x, range(a, min(n, a + self.max_batch)), axis=ax)
-                    for x, ax in zip(arrays, self.in_axes, strict=True)
-                ]
-                parts.append(self._run(sl))
-            outs = [
-                np.concatenate([p[i] for p in parts], axis=ax)
-                for i, ax in enumerate(self.out_axes)
+            return self._execute(arrays)
+        parts = []
+        for a in range(0, n, self.max_batch):
+            sl = [
+                np.take(x, range(a, min(n, a + self.max_batch)), axis=ax)
+                for x, ax in zip(arrays, self.in_axes, strict=True)
             ]
-        return dict(zip(self.outputs, outs, strict=True))
+            parts.append(self._execute(sl))
+        return [
+            np.concatenate([p[i] for p in parts], axis=ax) for i, ax in enumerate(self.out_axes)
+        ]
 
 
-class ExecuTorchBackend:
+class ExecuTorchBackend(GraphBackend):
     """Backend over the ``executorch`` graphs of a loaded :class:`edgeasr.bundle.Bundle`."""
 
     def __init__(
@@ -86,47 +81,8 @@ class ExecuTorchBackend:
     ) -> None:
         if max_batch < 1:
             raise BackendError(f"max_batch must be >= 1, got {max_batch}")
-        self.spec: BackendSpec = BackendSpec.from_bundle(bundle)
-        graphs = bundle.graphs("executorch", precision)
-        missing = [g for g in GRAPHS if g not in graphs]
-        if missing:
-            raise BackendError(
-                f"{bundle.source}: executorch/{precision} lacks graph(s) {missing}; the runtime "
-                f"needs {list(GRAPHS)}"
-            )
-        self._g = {
-            n: _Method(n, str(bundle.path(graphs[n].file)), graphs[n], max_batch) for n in GRAPHS
-        }
-        self._cache_names = [c.name for c in self.spec.caches]
-
-    @staticmethod
-    def _durations(out: dict[str, np.ndarray], lead: tuple[int, ...]) -> np.ndarray:
-        d = out.get("duration_logits")
-        return d if d is not None else np.zeros((*lead, 0), dtype=np.float32)
-
-    def init_caches(self, batch: int) -> Caches:
-        return {c.name: c.zeros(batch) for c in self.spec.caches}
-
-    def encoder(self, features: np.ndarray, caches: Caches) -> tuple[np.ndarray, Caches]:
-        g = self._g["encoder"]
-        out = g(features.astype(np.float32, copy=False), *(caches[n] for n in self._cache_names))
-        new = dict(zip(self._cache_names, (out[o] for o in g.outputs[1:]), strict=True))
-        return out[g.outputs[0]], new
-
-    def predictor(self, context: np.ndarray) -> np.ndarray:
-        g = self._g["predictor"]
-        return g(context.astype(np.int64, copy=False))[g.outputs[0]]
-
-    def joint_blank(
-        self, e: np.ndarray, p: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        out = self._g["joint_blank"](e.astype(np.float32, copy=False),
-                                     p.astype(np.float32, copy=False))
-        return out["h"], out["blank_logit"], self._durations(out, (len(e),))
-
-    def joint_labels(self, h: np.ndarray) -> np.ndarray:
-        return self._g["joint_labels"](h.astype(np.float32, copy=False))["label_logprobs"]
-
-    def iam_joint(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        out = self._g["iam_joint"](frames.astype(np.float32, copy=False))
-        return out["blank_logit"], out["label_logprobs"], self._durations(out, frames.shape[:2])
+        graphs = load_graphs(
+            bundle, "executorch", precision,
+            lambda name, path, spec: _Method(name, path, spec, max_batch),
+        )
+        super().__init__(BackendSpec.from_bundle(bundle), graphs)
