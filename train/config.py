@@ -33,6 +33,7 @@ __all__ = [
     "TrainConfig",
     "apply_overrides",
     "load_config",
+    "read_config",
 ]
 
 
@@ -218,6 +219,13 @@ class TrainConfig:
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     """Read a TOML config, apply ``section.key=value`` overrides, validate and return it."""
+    return TrainConfig.from_dict(read_config(path, overrides)).validate()
+
+
+def read_config(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The TOML of a config file as a dict, ``section.key=value`` overrides applied, not yet
+    validated: a command whose config adds tables to the fit config (``edgeasr-train st``'s
+    ``[st]``) takes them out of it before :meth:`TrainConfig.from_dict` sees the rest."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
@@ -226,7 +234,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML ({e})") from None
     apply_overrides(raw, overrides or [])
-    return TrainConfig.from_dict(raw).validate()
+    return raw
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> None:

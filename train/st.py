@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,9 +38,10 @@ from edgeasr.metrics import wer
 from edgeasr.tokenizer import Tokenizer
 
 from .checkpoint import latest_checkpoint, load_checkpoint
-from .config import ConfigError, ManifestSpec, TrainConfig, apply_overrides
+from .config import ConfigError, ManifestSpec, TrainConfig, read_config
 from .data import AsrDataset, Batch, Example, global_cmvn, sampler_for
 from .fit import Trainer, _autocast, _seed_everything, _setup_logging, setup_distributed
+from .fit import add_arguments as fit_arguments
 from .model import greedy_decode
 from .model.hierarchical import HierarchicalConfig, HierarchicalTransducer, st_greedy_decode
 
@@ -64,14 +64,7 @@ class StOptions:
 def load_st_config(path: str | Path, overrides: list[str] | None = None
                    ) -> tuple[TrainConfig, StOptions]:
     """Read a stage-2 TOML: the ``[st]`` table is split off, the rest is a fit config."""
-    path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: invalid TOML ({e})") from None
-    apply_overrides(raw, overrides or [])
+    raw = read_config(path, overrides)
     st_raw = raw.pop("st", None)
     if not isinstance(st_raw, dict):
         raise ConfigError(f"{path}: an [st] table (tokenizer, init, [st.model]) is required")
@@ -341,12 +334,12 @@ HELP = "HENT-SRT stage 2: multitask ASR + speech-translation training on paralle
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", type=Path, help="stage-2 config (TOML with an [st] table)")
-    parser.add_argument("--exp-dir", type=Path, required=True, help="output folder")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from the newest checkpoint in --exp-dir (if any)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a config value (st.init=..., ...)")
+    """``fit``'s options (config, ``--exp-dir``, ``--resume``, ``--set``): stage 2 is a fit run
+    with another model, so its command line is fit's, only the config has an ``[st]`` table."""
+    fit_arguments(parser)
+    parser.description = ("CONFIG: a fit config plus an [st] table (tokenizer, init, "
+                          "valid_blank_penalty, [st.model]); --set overrides its keys too, "
+                          "e.g. --set st.init=stage1.pt")
 
 
 def run(args: argparse.Namespace) -> int:
