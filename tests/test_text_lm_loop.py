@@ -18,15 +18,6 @@ SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "the bird sang a
              "she reads a book every night", "", "we went to the market on sunday"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> object:
-    """One torch thread: the models are tiny and the CI machine has 2 shared cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _toy() -> tuple[torch.nn.Module, object]:
     """A linear "LM" and its batch loss: enough to drive the loop without a real model."""
     torch.manual_seed(0)
@@ -97,8 +88,12 @@ def test_command_trains_logs_checkpoints_and_resumes(command: str, tmp_path: Pat
     args = [command, "--text-dir", str(text), "--out", str(out), "--tokenizer",
             str(tmp_path / "tok.model"), "--dim", "16", "--layers", "1", "--heads", "2",
             "--max-seq-len", "16", "--batch-size", "4", "--warmup", "2", "--eval-every", "2"]
-    assert train_cli([*args, "--steps", "4"]) == 0
-    assert train_cli([*args, "--steps", "6", "--resume"]) == 0
+    threads = torch.get_num_threads()  # the command sets it (--threads, default 1)
+    try:
+        assert train_cli([*args, "--steps", "4"]) == 0
+        assert train_cli([*args, "--steps", "6", "--resume"]) == 0
+    finally:
+        torch.set_num_threads(threads)
     logs = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logs] == [2, 4, 6]
     assert all("minutes" in r for r in logs)
