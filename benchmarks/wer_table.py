@@ -49,6 +49,16 @@ def _parse_sets(items: list[str]) -> dict[str, Path]:
     return sets
 
 
+def decoding_config(spec: str) -> DecodingConfig:
+    """``greedy``, ``beam``, ... or ``gated@θ`` (θ_IAM; θ_HAT stays the bundle's)."""
+    method, _, theta = spec.partition("@")
+    if not theta:
+        return DecodingConfig(method=method)
+    if method != "gated":
+        raise SystemExit(f"--decoders {spec!r}: only gated takes @θ")
+    return DecodingConfig(method=method, iam_threshold=float(theta))
+
+
 def eval_decoder(rec: Recognizer, cuts: list[Any]) -> dict[str, Any]:
     """WER and decode RTF of ``rec`` on ``cuts`` (failed cuts are counted, not fatal)."""
     refs, hyps, ids, audio, decode, failed = [], [], [], 0.0, 0.0, 0
@@ -93,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="NAME=MANIFEST",
                     help="a test set (repeatable)")
     ap.add_argument("--decoders", default="greedy,tdt,iam-ctc,nar",
-                    help="comma-separated decoding methods")
+                    help="comma-separated decoding methods; gated@0.9 sets θ_IAM")
     ap.add_argument("--precision", default=None, choices=["fp32", "int8"])
     ap.add_argument("--limit", type=int, default=200, help="utterances per set")
     ap.add_argument("--num-threads", type=int, default=1)
@@ -103,12 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     sets = _parse_sets(args.set)
     if not sets:
         raise SystemExit("give at least one --set NAME=MANIFEST.jsonl")
-    methods = [m for m in args.decoders.split(",") if m]
+    methods = [m for m in args.decoders.split(",") if m]  # "gated@0.9" sets θ_IAM
     results: dict[str, dict[str, Any]] = {}
     t0 = time.time()
     for method in methods:
         try:
-            rec = Recognizer.from_bundle(args.bundle, decoding=DecodingConfig(method=method),
+            rec = Recognizer.from_bundle(args.bundle, decoding=decoding_config(method),
                                          num_threads=args.num_threads, precision=args.precision)
         except EdgeAsrError as e:
             results[method] = {name: {"wer": None, "status": str(e)} for name in sets}
@@ -131,12 +141,15 @@ def main(argv: list[str] | None = None) -> int:
         cells = []
         for n in names:
             c = row[n]
-            cells.append("n/a" if c.get("wer") is None else
-                         f"{c['wer']:.1f} (RTF {c['rtf']:.3f})")
+            if c.get("wer") is None:
+                cells.append("n/a")
+                continue
+            skip = f", skip {100 * c['frame_skip']:.0f}%" if c.get("frame_skip") else ""
+            cells.append(f"{c['wer']:.1f} (RTF {c['rtf']:.3f}{skip})")
         print(f"| {method} | {' | '.join(cells)} |")
     print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"{args.num_threads} thread(s), load {os.getloadavg()[0]:.2f}, "
-          f"{time.time() - t0:.0f} s; cells: WER % (decode RTF)")
+          f"{time.time() - t0:.0f} s; cells: WER % (decode RTF, IAM frame skip)")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"sets": {k: str(v) for k, v in sets.items()},
