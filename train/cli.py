@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "lm": "edgeasr.train.llama.train_lm",
     "lm-adapt": "edgeasr.train.llama.vocab_adapt",
     "lm-gguf": "edgeasr.train.llama.gguf_export",
+    "transducer-llama": "edgeasr.train.transducer_llama",
     "parallel": "edgeasr.train.corpus.parallel",
     "st": "edgeasr.train.st",
     "mlm": "edgeasr.train.bert.train_mlm",

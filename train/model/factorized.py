@@ -18,24 +18,32 @@ embedding + short convolution, cheap in the ``[N, T, U+1, V]`` loss), then :meth
 vocabulary-adapted Llama in (frozen by default) for decoding and for MWER fine-tuning on N-best
 lists (:func:`mwer_loss`, with :meth:`FactorizedTransducer.sequence_log_probs` as the
 differentiable hypothesis score).
+
+Checkpoints (:func:`lm_record` / :func:`build_lm`): the LM travels as plain data (kind, config,
+weights) beside the ASR weights, so a factorized checkpoint stays loadable by every tool that
+reads the plain transducer (its encoder, blank predictor and joint are exactly that model);
+``edgeasr.train.transducer_llama`` writes and reads them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..llama.model import Llama, LlamaConfig
 from ..losses import rnnt_loss, tdt_loss
 from .config import BLANK_ID, ModelConfig
 from .encoder import sample_chunk_size
 from .predictor import Predictor
 from .transducer import LossOutput, Transducer
 
-__all__ = ["FactorizedConfig", "FactorizedTransducer", "LabelLM", "StatelessLM", "mwer_loss"]
+__all__ = ["FactorizedConfig", "FactorizedTransducer", "LabelLM", "StatelessLM", "build_lm",
+           "lm_record", "mwer_loss"]
 
 
 class LabelLM(Protocol):
@@ -61,6 +69,18 @@ class FactorizedConfig:
                 raise ValueError(f"FactorizedConfig.{name} must be >= 0, got "
                                  f"{getattr(self, name)}")
 
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FactorizedConfig:
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown FactorizedConfig keys: {unknown}")
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
 
 class StatelessLM(nn.Module):
     """The weak LM: the stateless predictor (embedding + conv over the last ``context_size``
@@ -68,11 +88,37 @@ class StatelessLM(nn.Module):
 
     def __init__(self, vocab_size: int, dim: int, context_size: int = 2) -> None:
         super().__init__()
+        self.shape = {"vocab_size": vocab_size, "dim": dim, "context_size": context_size}
         self.body = Predictor(vocab_size, dim, dim, context_size)
         self.out = nn.Linear(dim, vocab_size - 1)
 
     def label_log_probs(self, tokens: Tensor) -> Tensor:
         return torch.log_softmax(self.out(F.relu(self.body(tokens))), dim=-1)
+
+
+def lm_record(lm: nn.Module) -> dict[str, Any]:
+    """The LM as plain checkpoint data: ``{"kind": "stateless" | "llama", "config", "state"}``."""
+    if isinstance(lm, StatelessLM):
+        kind, config = "stateless", dict(lm.shape)
+    elif isinstance(lm, Llama):
+        kind, config = "llama", lm.cfg.to_dict()
+    else:
+        raise TypeError(f"cannot store an LM of type {type(lm).__name__}")
+    return {"kind": kind, "config": config, "state": lm.state_dict()}
+
+
+def build_lm(record: dict[str, Any]) -> nn.Module:
+    """Inverse of :func:`lm_record` (weights loaded, eval mode)."""
+    kind, config = record.get("kind"), dict(record.get("config", {}))
+    lm: nn.Module
+    if kind == "stateless":
+        lm = StatelessLM(**config)
+    elif kind == "llama":
+        lm = Llama(LlamaConfig.from_dict(config))
+    else:
+        raise ValueError(f"unknown LM kind {kind!r} (stateless or llama)")
+    lm.load_state_dict(record["state"])
+    return lm.eval()
 
 
 class FactorizedTransducer(Transducer):
