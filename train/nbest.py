@@ -36,20 +36,24 @@ def decode_nbest(model: FactorizedTransducer, feats: Tensor, feat_lens: Tensor, 
     returned to its previous mode."""
     was_training = model.training
     device = next(model.parameters()).device
+    model.eval()
     try:
-        model.eval()
-        e, e_lens = model.encoder(feats, feat_lens.to(device), chunk_size=model.cfg.chunk_size)
-        labels = FactorizedLabels(TorchLabelLM(model.lm), model.fcfg.lm_weight)
-        search = ModifiedBeamSearchDecoder(TorchBackend(model, device=str(device)), beam=beam,
-                                           labels=labels)
-        frames = e.float().cpu().numpy()
-        out = []
-        for n in range(frames.shape[0]):
-            state = search.init_state()
-            search.decode_chunk(np.ascontiguousarray(frames[n : n + 1, : int(e_lens[n])]),
-                                [state])
-            search.finalize([state])
-            out.append([(list(h.tokens), h.score) for h in state.hyps])
+        # fp32 search even inside the trainer's bf16/fp16 autocast: the numpy backend
+        # interface has no half types, and the ranking should not depend on the AMP setting
+        with torch.autocast(device.type, enabled=False):
+            e, e_lens = model.encoder(feats, feat_lens.to(device),
+                                      chunk_size=model.cfg.chunk_size)
+            labels = FactorizedLabels(TorchLabelLM(model.lm), model.fcfg.lm_weight)
+            search = ModifiedBeamSearchDecoder(TorchBackend(model, device=str(device)),
+                                               beam=beam, labels=labels)
+            frames = e.float().cpu().numpy()
+            out = []
+            for n in range(frames.shape[0]):
+                state = search.init_state()
+                search.decode_chunk(np.ascontiguousarray(frames[n : n + 1, : int(e_lens[n])]),
+                                    [state])
+                search.finalize([state])
+                out.append([(list(h.tokens), h.score) for h in state.hyps])
         return out
     finally:
         model.train(was_training)
