@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,77 +17,8 @@ from edgeasr.backends.base import BackendError, BackendSpec, CacheSpec, split_ca
 torch = pytest.importorskip("torch")
 
 
-def export_fast(g, path: Path) -> None:
-    """The graph modules of :func:`edgeasr.export.graphs.build_graphs` through the TorchScript
-    ONNX exporter: same modules, names and dynamic batch axes as the real export, ~10x faster
-    than the dynamo exporter (which tests/test_export covers)."""
-    import warnings
-
-    axes = dict(zip(g.input_names + g.output_names, g.input_batch_axes + g.output_batch_axes,
-                    strict=True))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            g.module, g.example_inputs, str(path), dynamo=False, opset_version=17,
-            input_names=list(g.input_names), output_names=list(g.output_names),
-            dynamic_axes={k: {a: "N"} for k, a in axes.items()},
-        )
-
-
-def build_bundle(root: Path, durations: tuple[int, ...] = ()) -> tuple[Path, object]:
-    """Export a random-init tiny model to ``root`` as a complete bundle (ONNX graphs,
-    tokenizer, hashed model.json); returns the folder and the torch model."""
-    from edgeasr.export.graphs import build_graphs
-    from edgeasr.train.model import Transducer
-    from edgeasr.train.model.config import tiny_config
-
-    from edgeasr.bundle import (
-        MODEL_JSON,
-        ChunkProfile,
-        GraphSpec,
-        Manifest,
-        ModelSpec,
-        TokenizerSpec,
-        file_entry,
-    )
-    from edgeasr.features import FeatureConfig
-    from edgeasr.tokenizer import Tokenizer
-
-    torch.manual_seed(0)
-    model = Transducer(tiny_config(durations=durations)).eval()
-    with torch.no_grad():  # random init says "blank" ~always; make it emit some tokens
-        model.joint.blank_head.bias.fill_(-2.8)
-    cfg = model.cfg
-    root.mkdir(parents=True, exist_ok=True)
-    defs = build_graphs(model)
-    graphs = {}
-    for name, g in defs.items():
-        export_fast(g, root / f"{name}.onnx")
-        graphs[name] = GraphSpec(f"{name}.onnx", g.input_specs(), g.output_specs())
-    words = ["abc", "bca", "cab", "dead", "bead", "face", "fade", "cafe", "bed", "add"]
-    tok = Tokenizer.train([" ".join(words[i:] + words[:i]) for i in range(10)], root / "tok",
-                          vocab_size=cfg.vocab_size)
-    tok.write_tokens(root / "tokens.txt")
-    files = ["tok.model", "tokens.txt", *(f"{n}.onnx" for n in defs)]
-    manifest = Manifest(
-        features=FeatureConfig(),
-        model=ModelSpec(kind="hat", vocab_size=cfg.vocab_size, joint_dim=cfg.joint_dim,
-                        context_size=cfg.context_size, tdt_durations=durations),
-        chunk=ChunkProfile(chunk_frames=cfg.chunk_size, subsampling_factor=cfg.subsampling,
-                           pad_length=cfg.pad_length, left_context=cfg.left_context),
-        caches=defs["encoder"].input_specs()[1:],
-        graphs={"onnx": {"fp32": graphs}},
-        tokenizer=TokenizerSpec(model="tok.model", tokens="tokens.txt"),
-        files={f: file_entry(root / f) for f in files},
-        name="tiny-test",
-    )
-    (root / MODEL_JSON).write_text(manifest.to_json())
-    return root, model
-
-
-@pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory) -> tuple[Path, object]:
-    return build_bundle(tmp_path_factory.mktemp("bundle") / "tiny", durations=(0, 1, 2))
+#: Durations of the bundle these tests decode: a TDT model, so every graph output is exercised.
+TDT = (0, 1, 2)
 
 
 def test_ort_calls_match_torch(tiny_bundle) -> None:
@@ -96,7 +26,7 @@ def test_ort_calls_match_torch(tiny_bundle) -> None:
     from edgeasr.backends.torch import TorchBackend
     from edgeasr.bundle import Bundle
 
-    root, model = tiny_bundle
+    root, model = tiny_bundle(TDT)
     ort_be = OrtBackend(Bundle.load(root), num_threads=1, providers=["CPUExecutionProvider"])
     th = TorchBackend(model, num_threads=1)
     assert ort_be.spec.caches == th.spec.caches
@@ -131,7 +61,7 @@ def test_ort_and_torch_decode_identical_tokens(tiny_bundle, method: str) -> None
     from edgeasr.stream import Recognizer, RecognizerConfig
     from edgeasr.tokenizer import Tokenizer
 
-    root, model = tiny_bundle
+    root, model = tiny_bundle(TDT)
     dec = DecodingConfig(method=method, iam_threshold=0.6, hat_threshold=0.6)
     rec_ort = Recognizer.from_bundle(root, backend="onnxruntime", decoding=dec)
     bundle = Bundle.load(root)
@@ -156,7 +86,7 @@ def test_torch_backend_greedy_matches_training_reference(tiny_bundle) -> None:
     from edgeasr.backends.torch import TorchBackend
     from edgeasr.decoding import TdtGreedyDecoder
 
-    _, model = tiny_bundle
+    model = tiny_bundle(TDT).model
     be = TorchBackend(model, num_threads=1)
     rng = np.random.default_rng(3)
     n_chunks = 3
@@ -178,7 +108,7 @@ def test_bundle_without_split_joint_is_named(tiny_bundle, tmp_path) -> None:
     from edgeasr.bundle import Bundle
 
     root = tmp_path / "b"
-    shutil.copytree(tiny_bundle[0], root)
+    shutil.copytree(tiny_bundle(TDT).root, root)
     mj = json.loads((root / "model.json").read_text())
     del mj["graphs"]["onnx"]["fp32"]["joint_labels"]
     (root / "model.json").write_text(json.dumps(mj))
@@ -197,7 +127,7 @@ def test_bundle_of_another_schema_is_refused(tiny_bundle, tmp_path) -> None:
     from edgeasr.stream import Recognizer
 
     root = tmp_path / "b"
-    shutil.copytree(tiny_bundle[0], root)
+    shutil.copytree(tiny_bundle(TDT).root, root)
     mj = json.loads((root / "model.json").read_text())
     mj["schema_version"] = 99
     (root / "model.json").write_text(json.dumps(mj))
@@ -206,7 +136,7 @@ def test_bundle_of_another_schema_is_refused(tiny_bundle, tmp_path) -> None:
 
 
 def test_onnxruntime_path_never_imports_torch(tiny_bundle) -> None:
-    root, _ = tiny_bundle
+    root = tiny_bundle(TDT).root
     code = textwrap.dedent(
         f"""
         import sys
@@ -243,22 +173,19 @@ def test_cache_stacking_round_trip() -> None:
 
 
 @pytest.mark.slow
-def test_executorch_graph_runs_batches_beyond_its_planned_maximum(tmp_path) -> None:
+def test_executorch_graph_runs_batches_beyond_its_planned_maximum(tiny_bundle, tmp_path) -> None:
     """A ``.pte`` planned for 2 rows serves 5 streams (sliced, then concatenated), matching
     torch. (The full five-graph ExecuTorch backend was checked against torch the same way;
     lowering the encoder takes minutes, too slow for the suite.)"""
     pytest.importorskip("executorch.runtime")
     from edgeasr.export.executorch import export_pte
     from edgeasr.export.graphs import build_graphs
-    from edgeasr.train.model import Transducer
-    from edgeasr.train.model.config import tiny_config
 
     from edgeasr.backends.executorch import _Method
     from edgeasr.backends.torch import TorchBackend
     from edgeasr.bundle import GraphSpec
 
-    torch.manual_seed(0)
-    model = Transducer(tiny_config(durations=(0, 1, 2))).eval()
+    model = tiny_bundle(TDT).model
     th = TorchBackend(model, num_threads=1)
     g = build_graphs(model)["iam_joint"]
     export_pte(g, tmp_path / "iam.pte", max_batch=2)
@@ -272,36 +199,17 @@ def test_executorch_graph_runs_batches_beyond_its_planned_maximum(tmp_path) -> N
         np.testing.assert_allclose(out[name], ref, atol=1e-5)
 
 
-def test_checkpoint_recognizers_match_the_onnx_bundle(tiny_bundle, tmp_path) -> None:
+def test_checkpoint_recognizers_match_the_onnx_bundle(tiny_bundle) -> None:
     """``Recognizer.from_checkpoint`` and ``from_bundle(backend="torch")`` (a bundle that also
     carries its checkpoint) decode exactly like the exported ONNX graphs."""
-    import shutil
-
-    from edgeasr.train.checkpoint import save_checkpoint
-
-    from edgeasr.bundle import MODEL_JSON, Bundle, file_entry
-    from edgeasr.features import FeatureConfig
     from edgeasr.stream import Recognizer
 
-    root, model = tiny_bundle
-    bundle = Bundle.load(root)
-    root2 = tmp_path / "with-ckpt"
-    shutil.copytree(root, root2)
-    ckpt = save_checkpoint(root2 / "checkpoint.pt", {
-        "model": model.state_dict(),
-        "model_config": model.cfg.to_dict(),
-        "feature_config": FeatureConfig().to_dict(),
-        "train_config": {},
-        "tokenizer": bundle.tokenizer_path.read_bytes(),
-    })
-    mj = json.loads((root2 / MODEL_JSON).read_text())
-    mj["files"]["checkpoint.pt"] = file_entry(ckpt).to_dict()
-    (root2 / MODEL_JSON).write_text(json.dumps(mj))
-
+    root = tiny_bundle(TDT, checkpoint=True).root
     x = (0.2 * np.random.default_rng(2).standard_normal(16000)).astype(np.float32)
     ref = Recognizer.from_bundle(root).transcribe(x, sample_rate=16000)
-    from_ckpt = Recognizer.from_checkpoint(ckpt, num_threads=1).transcribe(x, sample_rate=16000)
-    from_b = Recognizer.from_bundle(root2, backend="torch").transcribe(x, sample_rate=16000)
+    from_ckpt = Recognizer.from_checkpoint(root / "checkpoint.pt", num_threads=1).transcribe(
+        x, sample_rate=16000)
+    from_b = Recognizer.from_bundle(root, backend="torch").transcribe(x, sample_rate=16000)
     assert len(ref.tokens) > 0
     assert from_ckpt.tokens == ref.tokens and from_ckpt.text == ref.text
     assert from_b.tokens == ref.tokens

@@ -18,95 +18,6 @@ from benchmarks.streaming import looped_audio, speech_onset
 torch = pytest.importorskip("torch")
 
 
-def _export_ts(g, path: Path) -> None:
-    """TorchScript ONNX export of a graph from ``build_graphs`` (same modules, names and batch
-    axes as the real exporter, much faster; the approach of tests/test_backends.py)."""
-    import warnings
-
-    axes = dict(zip(g.input_names + g.output_names, g.input_batch_axes + g.output_batch_axes,
-                    strict=True))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            g.module, g.example_inputs, str(path), dynamo=False, opset_version=17,
-            input_names=list(g.input_names), output_names=list(g.output_names),
-            dynamic_axes={k: {a: "N"} for k, a in axes.items()},
-        )
-
-
-def build_tiny(root: Path) -> tuple[Path, Path]:
-    """A random-init tiny model as a bundle (onnx fp32+int8, sherpa fp32) and a checkpoint."""
-    from edgeasr.export.graphs import build_graphs
-    from edgeasr.export.quantize import quantize_onnx_int8
-    from edgeasr.export.sherpa import (
-        make_sherpa_decoder,
-        make_sherpa_encoder,
-        sherpa_joiner_graph,
-    )
-    from edgeasr.export.writer import _sherpa_specs
-    from edgeasr.train.checkpoint import save_checkpoint
-    from edgeasr.train.model import Transducer
-    from edgeasr.train.model.config import tiny_config
-
-    from edgeasr.bundle import (
-        MODEL_JSON,
-        ChunkProfile,
-        GraphSpec,
-        Manifest,
-        ModelSpec,
-        TokenizerSpec,
-        file_entry,
-    )
-    from edgeasr.features import FeatureConfig
-    from edgeasr.tokenizer import Tokenizer
-
-    torch.manual_seed(0)
-    model = Transducer(tiny_config(durations=(0, 1, 2))).eval()
-    with torch.no_grad():  # random init says "blank" ~always; make it emit some tokens
-        model.joint.blank_head.bias.fill_(-2.8)
-    cfg = model.cfg
-    b = root / "bundle"
-    defs = build_graphs(model)
-    onnx: dict[str, dict[str, GraphSpec]] = {"fp32": {}, "int8": {}}
-    for name, g in defs.items():
-        _export_ts(g, b / "onnx/fp32" / f"{name}.onnx")
-        quantize_onnx_int8(b / "onnx/fp32" / f"{name}.onnx", b / "onnx/int8" / f"{name}.onnx")
-        for prec in onnx:
-            onnx[prec][name] = GraphSpec(f"onnx/{prec}/{name}.onnx", g.input_specs(),
-                                         g.output_specs())
-    make_sherpa_encoder(
-        b / "onnx/fp32/encoder.onnx", b / "sherpa/fp32/encoder.onnx", num_layers=cfg.num_layers,
-        d_model=cfg.d_model, conv_kernel=cfg.conv_kernel, left_context=cfg.left_context,
-        chunk_frames=cfg.chunk_size, subsampling=cfg.subsampling, pad_length=cfg.pad_length)
-    make_sherpa_decoder(b / "onnx/fp32/predictor.onnx", b / "sherpa/fp32/decoder.onnx",
-                        vocab_size=cfg.vocab_size, context_size=cfg.context_size)
-    _export_ts(sherpa_joiner_graph(model), b / "sherpa/fp32/joiner.onnx")
-    words = ["abc", "bca", "cab", "dead", "bead", "face", "fade", "cafe", "bed", "add"]
-    tok = Tokenizer.train([" ".join(words[i:] + words[:i]) for i in range(10)], b / "tok",
-                          vocab_size=cfg.vocab_size)
-    tok.write_tokens(b / "tokens.txt")
-    manifest = Manifest(
-        features=FeatureConfig(),
-        model=ModelSpec(kind="hat", vocab_size=cfg.vocab_size, joint_dim=cfg.joint_dim,
-                        context_size=cfg.context_size, tdt_durations=cfg.durations),
-        chunk=ChunkProfile(chunk_frames=cfg.chunk_size, subsampling_factor=cfg.subsampling,
-                           pad_length=cfg.pad_length, left_context=cfg.left_context),
-        caches=defs["encoder"].input_specs()[1:],
-        graphs={"onnx": onnx, "sherpa": {"fp32": _sherpa_specs(model, "fp32")}},
-        tokenizer=TokenizerSpec(model="tok.model", tokens="tokens.txt"),
-        name="tiny-bench-test",
-    )
-    manifest.files = {p.relative_to(b).as_posix(): file_entry(p)
-                      for p in sorted(b.rglob("*")) if p.is_file()}
-    (b / MODEL_JSON).write_text(manifest.to_json())
-    ckpt = save_checkpoint(root / "tiny.pt", {
-        "model_config": cfg.to_dict(), "model": model.state_dict(),
-        "tokenizer": (b / "tok.model").read_bytes(), "train_config": {},
-        "feature_config": FeatureConfig().to_dict()})
-    return b, ckpt
-
-
 def write_manifest(root: Path, n: int = 2, seconds: float = 1.5) -> Path:
     """``n`` synthetic 'utterances': silence, then a chirp with harmonics, then silence."""
     import soundfile as sf
@@ -127,14 +38,15 @@ def write_manifest(root: Path, n: int = 2, seconds: float = 1.5) -> Path:
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory) -> tuple[Path, dict]:
+def smoke_run(tiny_bundle, tmp_path_factory) -> tuple[Path, dict]:
     from benchmarks.run import main
 
     root = tmp_path_factory.mktemp("bench")
-    bundle, ckpt = build_tiny(root)
+    bundle = tiny_bundle((0, 1, 2), int8=True, sherpa=True, checkpoint=True).root
     manifest = write_manifest(root)
     out = root / "out"
-    rc = main(["--preset", "smoke", "--bundle", str(bundle), "--checkpoint", str(ckpt),
+    rc = main(["--preset", "smoke", "--bundle", str(bundle),
+               "--checkpoint", str(bundle / "checkpoint.pt"),
                "--manifest", str(manifest), "--out", str(out), "--long", "3"])
     assert rc == 0
     return out, json.loads((out / "results.json").read_text())
@@ -184,9 +96,11 @@ def test_axes_decoders_streams_growth_sizes(smoke_run) -> None:
                for r in ms)
     gr = [r["metrics"]["seconds"] for r in res["rows"] if r["section"] == "growth"]
     assert gr == [1.0, 2.0]
-    sizes = {r["name"]: r["metrics"] for r in res["rows"] if r["section"] == "sizes"}
-    assert {"bundle onnx/fp32", "bundle onnx/int8", "bundle sherpa/fp32"} <= set(sizes)
-    fp32 = sizes["bundle onnx/fp32"]
+    # rows are named "<bundle folder> <format>/<precision>"
+    sizes = {r["name"].rsplit(" ", 1)[1]: r["metrics"] for r in res["rows"]
+             if r["section"] == "sizes"}
+    assert {"onnx/fp32", "onnx/int8", "sherpa/fp32"} <= set(sizes)
+    fp32 = sizes["onnx/fp32"]
     assert fp32["total_bytes"] == sum(fp32["graphs"].values()) > 0
     assert set(fp32["graphs"]) == {"encoder", "predictor", "joint_blank", "joint_labels",
                                    "iam_joint"}

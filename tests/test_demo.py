@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -11,12 +12,9 @@ from edgeasr.commands.demo import SAMPLES
 from edgeasr.manifest import read_manifest
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from test_backends import build_bundle
-
-    root, _ = build_bundle(tmp_path_factory.mktemp("demo") / "tiny")
-    return root
+@pytest.fixture
+def bundle(tiny_bundle) -> Path:
+    return tiny_bundle().root
 
 
 def test_samples_ship_with_references() -> None:

@@ -149,7 +149,7 @@ def test_config_errors_are_named() -> None:
 
 # ------------------------------------------------------------------- llama.cpp end to end
 @pytest.fixture(scope="module")
-def llama_bundle(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+def llama_bundle(tiny_bundle, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """A tiny exported ONNX bundle (V = 16), a tiny Llama on its vocabulary with peaked output
     (so the LM decides tokens) and its f32 GGUF."""
     torch = pytest.importorskip("torch")
@@ -160,13 +160,12 @@ def llama_bundle(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         pytest.skip(f"llama-cpp-python unusable: {e}")
     from edgeasr.train.llama.gguf_export import export_gguf
     from edgeasr.train.llama.model import Llama, tiny_llama_config
-    from test_backends import build_bundle
 
     from edgeasr.tokenizer import Tokenizer
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("fbundle")
-    bundle, model = build_bundle(root / "bundle")
+    bundle, model = tiny_bundle()
     tok = Tokenizer(bundle / "tok.model")
     torch.manual_seed(7)
     llama = Llama(tiny_llama_config(vocab_size=16, tie_embeddings=False)).eval()

@@ -281,16 +281,14 @@ def test_unsupported_method_and_bad_ids_are_clear_errors() -> None:
 
 
 # -- command line ------------------------------------------------------------------------------
-def test_cli_hotwords_in_transcribe_and_eval(tmp_path, capsys) -> None:
-    pytest.importorskip("torch")
+def test_cli_hotwords_in_transcribe_and_eval(tiny_bundle, tmp_path, capsys) -> None:
     import json
 
     import soundfile as sf
-    from test_backends import build_bundle
 
     from edgeasr.cli import main
 
-    root, _ = build_bundle(tmp_path / "tiny")
+    root = tiny_bundle().root
     wav = tmp_path / "a.wav"
     sf.write(wav, signal(), SR, subtype="FLOAT")
     hw = tmp_path / "hw.txt"

@@ -18,14 +18,10 @@ from edgeasr.backends.base import Backend
 from edgeasr.decoding import DecodingConfig, DecodingError, IamCtcDecoder
 from edgeasr.decoding.nar import ctc_collapse
 
-torch = pytest.importorskip("torch")  # the bundle is exported from a torch model
 
-
-@pytest.fixture(scope="module", params=[(0, 1, 2), ()], ids=["tdt", "no-durations"])
-def bundle(request, tmp_path_factory) -> tuple[Path, object]:
-    from test_backends import build_bundle
-
-    return build_bundle(tmp_path_factory.mktemp("iam-ctc") / "tiny", durations=request.param)
+@pytest.fixture(params=[(0, 1, 2), ()], ids=["tdt", "no-durations"])
+def bundle(request, tiny_bundle) -> tuple[Path, object]:
+    return tiny_bundle(request.param)
 
 
 def null_joint_argmax(model, frames: np.ndarray) -> np.ndarray:

@@ -17,12 +17,9 @@ pytest.importorskip("torch")
 SR = 16000
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    from test_backends import build_bundle
-
-    root, _ = build_bundle(tmp_path_factory.mktemp("long") / "tiny")
-    return root
+@pytest.fixture
+def bundle(tiny_bundle) -> Path:
+    return tiny_bundle().root
 
 
 def state_sizes(s: Stream) -> dict[str, int]:

@@ -30,10 +30,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from apps_helpers import load_test_recognizer, model_args, speech_clip, write_wav
+from apps_helpers import speech_clip, write_wav
 from edgeasr.apps.mic import MicConfig, MicTranscriber, TranscriptPrinter
 
 from edgeasr.audio import load_audio
+from edgeasr.stream import Recognizer
 
 SINK = "edgeasr_test"
 
@@ -66,12 +67,12 @@ def test_printer_rewrites_the_line_on_a_terminal() -> None:
 # --------------------------------------------------------------------------------- --vad
 
 
-def test_vad_prints_one_final_per_speech_segment(tmp_path: Path) -> None:
+def test_vad_prints_one_final_per_speech_segment(tiny_bundle) -> None:
     """mic --vad without a device: 100 ms blocks, as PortAudio delivers them, through
     feed_vad(); the printed finals are transcribe_segments() of the same audio."""
     from edgeasr.vad import VadConfig, transcribe_segments
 
-    rec: Any = load_test_recognizer(tmp_path)
+    rec: Any = Recognizer.from_bundle(tiny_bundle().root)
     audio = np.concatenate([speech_clip(3.0, index=0), np.zeros(48000, np.float32),
                             speech_clip(3.0, index=1)])
     _, parts = transcribe_segments(rec, audio)
@@ -173,22 +174,23 @@ def test_list_devices_shows_the_pulse_device(pulse: dict[str, str]) -> None:
                for line in out.stdout.splitlines() if ":" in line), out.stdout
 
 
-def test_unknown_device_lists_the_inputs(pulse: dict[str, str], tmp_path: Path) -> None:
+def test_unknown_device_lists_the_inputs(pulse: dict[str, str], tiny_bundle) -> None:
     out = subprocess.run([sys.executable, "-m", "edgeasr", "mic", "--device", "no-such-mic",
-                          *model_args(tmp_path)],
+                          "--bundle", str(tiny_bundle().root)],
                          env=pulse, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert "input device 'no-such-mic' not found" in out.stderr and "pulse" in out.stderr
 
 
 @pytest.mark.slow
-def test_mic_transcribes_what_it_captures(pulse: dict[str, str], tmp_path: Path) -> None:
+def test_mic_transcribes_what_it_captures(pulse: dict[str, str], tiny_bundle,
+                                          tmp_path: Path) -> None:
     speech = speech_clip(3.0, index=2)
     wav = write_wav(tmp_path / "speech.wav", speech)
     captured = tmp_path / "captured.wav"
     mic = subprocess.Popen(
         [sys.executable, "-m", "edgeasr", "mic", "--device", "pulse", "--no-endpoint",
-         "--save-wav", str(captured), *model_args(tmp_path)],
+         "--save-wav", str(captured), "--bundle", str(tiny_bundle().root)],
         env=pulse, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert mic.stderr is not None
@@ -208,7 +210,7 @@ def test_mic_transcribes_what_it_captures(pulse: dict[str, str], tmp_path: Path)
     audio = load_audio(captured)
     assert len(audio) > len(speech)  # the whole clip was captured, with some silence around
     assert _best_correlation(audio, speech) > 0.9
-    rec: Any = load_test_recognizer(tmp_path)
+    rec: Any = Recognizer.from_bundle(tiny_bundle().root)
     offline = rec.transcribe(audio, sample_rate=16000)
     assert stdout.splitlines() == ([offline.text] if offline.text else [])
     assert "latency p50" in stderr

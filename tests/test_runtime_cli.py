@@ -15,12 +15,9 @@ from edgeasr.cli import main
 pytest.importorskip("torch")
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    from test_backends import build_bundle
-
-    root, _ = build_bundle(tmp_path_factory.mktemp("cli") / "tiny")
-    return root
+@pytest.fixture
+def bundle(tiny_bundle) -> Path:
+    return tiny_bundle().root
 
 
 @pytest.fixture

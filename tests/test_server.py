@@ -1,8 +1,8 @@
 """``edgeasr serve``: protocol, batching, limits, faults, shutdown — all on 127.0.0.1.
 
 Every transcript check compares what came over the socket with ``Recognizer.transcribe`` of
-the same (int16-quantized) audio, so the tests hold for any deterministic model: the tiny
-random one built by apps_helpers, or the trained default model when it exists.
+the same (int16-quantized) audio, so the tests hold for any deterministic model; they run on
+the tiny random bundle of the ``tiny_bundle`` fixture.
 """
 
 from __future__ import annotations
@@ -17,12 +17,11 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from apps_helpers import load_test_recognizer, model_args, speech_clip
+from apps_helpers import speech_clip
 from edgeasr.apps.loadtest import SessionRecord, run_streams, stream_audio, to_pcm
 from edgeasr.apps.protocol import ProtocolError, StreamConfig, decode_pcm, parse_config
 from edgeasr.apps.server import AsrServer, ServerConfig
@@ -33,13 +32,10 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("model")
+def rec(tiny_bundle) -> Any:
+    from edgeasr.stream import Recognizer
 
-
-@pytest.fixture(scope="module")
-def rec(model_dir: Path) -> Any:
-    return load_test_recognizer(model_dir)
+    return Recognizer.from_bundle(tiny_bundle().root)
 
 
 @pytest.fixture(scope="module")
@@ -424,11 +420,12 @@ def test_shutdown_flushes_finals_to_connected_clients(rec: Any, clips: list) -> 
 
 
 @pytest.mark.slow
-def test_serve_command_sigterm(model_dir: Path, clips: list, tmp_path: Path) -> None:
+def test_serve_command_sigterm(tiny_bundle, rec: Any, clips: list) -> None:
     """The real command: starts, serves, and on SIGTERM flushes a live client and exits 0."""
     audio, offline = clips[0]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edgeasr", "serve", "--port", "0", *model_args(model_dir)],
+        [sys.executable, "-m", "edgeasr", "serve", "--port", "0",
+         "--bundle", str(tiny_bundle().root)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
@@ -452,5 +449,4 @@ def test_serve_command_sigterm(model_dir: Path, clips: list, tmp_path: Path) -> 
     assert record.done and record.close_code == 1001
     sent = record.messages[-1]["audio_seconds"]
     assert record.tokens == list(
-        load_test_recognizer(model_dir).transcribe(audio[: round(sent * 16000)],
-                                                   sample_rate=16000).tokens)
+        rec.transcribe(audio[: round(sent * 16000)], sample_rate=16000).tokens)

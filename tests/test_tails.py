@@ -19,12 +19,9 @@ pytest.importorskip("torch")
 SR = 16000
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    from test_backends import build_bundle
-
-    root, _ = build_bundle(tmp_path_factory.mktemp("tails") / "tiny")
-    return root
+@pytest.fixture
+def bundle(tiny_bundle) -> Path:
+    return tiny_bundle().root
 
 
 def offline_decode(rec: Recognizer, padded: np.ndarray) -> tuple[list[int], int]:

@@ -147,13 +147,10 @@ def test_bad_config_and_missing_model(tmp_path) -> None:
         SileroVad(tmp_path / "nope.onnx")
 
 
-def test_transcribe_cli_with_vad(utterances, tmp_path, capsys) -> None:
-    pytest.importorskip("torch")
-    from test_backends import build_bundle
-
+def test_transcribe_cli_with_vad(utterances, tiny_bundle, tmp_path, capsys) -> None:
     from edgeasr.cli import main
 
-    root, _ = build_bundle(tmp_path / "tiny")
+    root = tiny_bundle().root
     x, spans = recording(utterances)
     wav = tmp_path / "long.wav"
     sf.write(wav, x, SR, subtype="FLOAT")

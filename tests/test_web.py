@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from apps_helpers import load_test_recognizer, speech_clip, write_wav
+from apps_helpers import speech_clip, write_wav
 from edgeasr.apps.server import AsrServer, ServerConfig
 from websockets.asyncio.client import connect
 
@@ -127,8 +127,10 @@ def launch_chromium(profile: Path, capture_wav: Path, url: str) -> tuple[subproc
 
 
 @pytest.fixture(scope="module")
-def rec(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    return load_test_recognizer(tmp_path_factory.mktemp("model"))
+def rec(tiny_bundle) -> Any:
+    from edgeasr.stream import Recognizer
+
+    return Recognizer.from_bundle(tiny_bundle().root)
 
 
 class Page:
