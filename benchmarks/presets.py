@@ -43,7 +43,7 @@ class Preset:
     precisions: tuple[str, ...] = ("fp32", "int8")
     gated_thetas: tuple[float, ...] = (0.9, 0.95, 0.99)
     beam_size: int = 4
-    decoders: tuple[str, ...] = ("greedy", "gated", "tdt", "nar", "sar", "beam")
+    decoders: tuple[str, ...] = ("greedy", "gated", "tdt", "iam-ctc", "nar", "sar", "beam")
     decoder_utterances: int = 4
     thread_counts: tuple[int | None, ...] = (1, None)
     stream_counts: tuple[int, ...] = (1, 8, 32)

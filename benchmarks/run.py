@@ -117,7 +117,7 @@ def _decoder_configs(bundle_dir: Path, preset: Preset) -> list[tuple[str, Any]]:
             out.append((f"beam {preset.beam_size}",
                         DecodingConfig(method="beam", beam_size=preset.beam_size)))
         elif (method == "tdt" and not m.is_tdt) or (
-            method in ("nar", "sar", "viterbi") and not m.has_iam
+            method in ("iam-ctc", "nar", "sar", "viterbi") and not m.has_iam
         ):
             out.append((method, None))
         else:
