@@ -306,6 +306,24 @@ def test_resume_continues_bit_exact(corpus: dict[str, Path], tmp_path: Path) -> 
     assert (tmp_path / "split" / "curves.png").stat().st_size > 1000
 
 
+def test_resume_from_epoch_end_starts_the_next_epoch(corpus: dict[str, Path],
+                                                     tmp_path: Path) -> None:
+    """Resuming from ``epoch-1.pt`` continues with epoch 2 (it used to replay epoch 1): two
+    epochs straight == one epoch, stop, resume to two."""
+    from edgeasr.train.fit import fit
+
+    fit(tiny_config(corpus, "loop.max_epochs=2", "loop.max_steps=0"), tmp_path / "straight")
+    fit(tiny_config(corpus, "loop.max_epochs=1", "loop.max_steps=0"), tmp_path / "split")
+    fit(tiny_config(corpus, "loop.max_epochs=2", "loop.max_steps=0"), tmp_path / "split",
+        resume=True)
+    a = load_checkpoint(tmp_path / "straight" / "epoch-2.pt")
+    b = load_checkpoint(tmp_path / "split" / "epoch-2.pt")
+    assert a["step"] == b["step"] > load_checkpoint(tmp_path / "split" / "epoch-1.pt")["step"]
+    assert b["sampler"]["epoch"] == 2
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+
+
 def test_load_for_inference_and_average_command(corpus: dict[str, Path], tmp_path: Path) -> None:
     from edgeasr.train.average_cmd import newest_checkpoints
     from edgeasr.train.checkpoint import load_for_inference

@@ -251,7 +251,9 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "step": self.step,
             "epoch": self.epoch,
-            "sampler": self.sampler.state_dict(self.batches_done),
+            # The loop's epoch, not the sampler's: at an epoch boundary the loop has moved on
+            # (epoch + 1, batch 0) before the sampler is told, and a resume must not replay.
+            "sampler": {**self.sampler.state_dict(self.batches_done), "epoch": self.epoch},
             "rng": get_rng_state(),
             "world_size": self.dist.world_size,
         }
