@@ -13,21 +13,36 @@ Waveform scale: sherpa-onnx's ``normalize_samples`` defaults to true, meaning sa
 to kaldi-native-fbank as floats in [-1, 1] unchanged (only with ``normalize_samples=false``
 does it multiply by 32768, the old Kaldi int16 scale, which adds log(32768^2) ~= 20.79 to every
 feature). We follow the default: feed [-1, 1] floats.
+
+Implementation: kaldi-native-fbank is the *definition*; the computation is by default the
+vectorized numpy port in :mod:`edgeasr.fbank` (several times cheaper in streaming use, see
+``python -m benchmarks.features_bench``), which follows kaldi-native-fbank's arithmetic and is
+parity-tested against it (tests/test_fbank.py). Configs the port does not implement (dither > 0,
+librosa mel banks) fall back to kaldi-native-fbank; ``backend="knf"`` forces it.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 import kaldi_native_fbank as knf
 import numpy as np
 
+from edgeasr.fbank import NumpyOnlineFbank, unsupported_reason
+
 __all__ = [
+    "BACKENDS",
     "FeatureConfig",
     "OnlineFeatureExtractor",
     "compute_features",
+    "resolve_backend",
 ]
+
+#: Feature computation backends: "numpy" (edgeasr.fbank), "knf" (kaldi-native-fbank), or
+#: "auto": numpy when it implements the config, else kaldi-native-fbank.
+BACKENDS = ("auto", "numpy", "knf")
+Backend = Literal["auto", "numpy", "knf"]
 
 WINDOW_TYPES = ("povey", "hamming", "hanning", "rectangular", "blackman", "sine")
 
@@ -199,24 +214,48 @@ def _as_waveform(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
     return x
 
 
+def resolve_backend(config: FeatureConfig, backend: str = "auto") -> str:
+    """The backend that computes ``config``: "numpy" or "knf" (see :data:`BACKENDS`).
+
+    "auto" picks numpy unless :func:`edgeasr.fbank.unsupported_reason` names a reason;
+    asking for "numpy" explicitly with such a config is an error rather than a silent switch.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"feature backend {backend!r} is not one of {BACKENDS}")
+    reason = unsupported_reason(config)
+    if backend == "numpy" and reason is not None:
+        raise ValueError(f"the numpy fbank cannot compute this config: {reason}; use knf")
+    if backend == "auto":
+        return "knf" if reason is not None else "numpy"
+    return backend
+
+
 class OnlineFeatureExtractor:
     """Streaming fbank: feed chunks of any size, read frames as soon as they are complete.
 
     Frame indices are absolute (frame ``i`` covers samples centred at ``i * shift``) and stay
     valid after :meth:`pop`, like sherpa-onnx's ``GetFrames(frame_index, n)``. Feeding a signal
-    in any chunking gives exactly the frames of :func:`compute_features` on the whole signal.
+    in any chunking gives the frames of :func:`compute_features` on the whole signal (bit for
+    bit with kaldi-native-fbank; with numpy to float32 rounding, about 1e-6, as its BLAS mel
+    product rounds differently for different batch sizes).
     The sample rate must already be ``config.sample_rate``: resample first with
     :func:`edgeasr.audio.resample` (no hidden resampler with different filters).
+    ``backend`` picks the implementation (see :func:`resolve_backend`): numpy by default, the
+    fast one; both agree to 1e-3 (tests/test_fbank.py).
     """
 
-    def __init__(self, config: FeatureConfig | None = None) -> None:
+    def __init__(self, config: FeatureConfig | None = None, backend: Backend = "auto") -> None:
         self.config = config or FeatureConfig()
-        self._opts = self.config.to_knf()
+        self.backend = resolve_backend(self.config, backend)
+        self._opts = self.config.to_knf() if self.backend == "knf" else None
         self.reset()
 
     def reset(self) -> None:
         """Start a new utterance."""
-        self._fbank = knf.OnlineFbank(self._opts)
+        if self._opts is not None:
+            self._fbank: knf.OnlineFbank | NumpyOnlineFbank = knf.OnlineFbank(self._opts)
+        else:
+            self._fbank = NumpyOnlineFbank(self.config)
         self._first = 0  # first frame not yet popped
         self._finished = False
         self._num_samples = 0
@@ -281,6 +320,8 @@ class OnlineFeatureExtractor:
             raise IndexError(
                 f"frames {start}..{start + n - 1} requested but only {self.num_frames_ready} ready"
             )
+        if isinstance(self._fbank, NumpyOnlineFbank):
+            return self._fbank.get_frames(start, n)
         out = np.empty((n, self.dim), dtype=np.float32)
         for i in range(n):
             out[i] = self._fbank.get_frame(start + i)
@@ -304,9 +345,15 @@ class OnlineFeatureExtractor:
         return out
 
 
-def compute_features(samples: np.ndarray, config: FeatureConfig | None = None) -> np.ndarray:
-    """Fbank of a whole utterance: float32 ``[config.num_frames(len(samples)), num_mel_bins]``."""
-    ex = OnlineFeatureExtractor(config)
+def compute_features(
+    samples: np.ndarray, config: FeatureConfig | None = None, backend: Backend = "auto"
+) -> np.ndarray:
+    """Fbank of a whole utterance: float32 ``[config.num_frames(len(samples)), num_mel_bins]``.
+
+    Training (edgeasr.train.data) and calibration call this too, so they see the runtime's
+    features from the same code path.
+    """
+    ex = OnlineFeatureExtractor(config, backend)
     ex.accept_waveform(samples)
     ex.input_finished()
     return ex.read_frames()
