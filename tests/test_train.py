@@ -324,6 +324,26 @@ def test_resume_from_epoch_end_starts_the_next_epoch(corpus: dict[str, Path],
         assert torch.equal(a["model"][k], b["model"][k]), k
 
 
+def test_init_checkpoint_starts_a_new_run_with_its_weights_and_tokenizer(
+        corpus: dict[str, Path], tmp_path: Path) -> None:
+    """``Trainer(init=...)`` (the hook the st and transducer-llama recipes start from): the
+    weights, CMVN and tokenizer are the checkpoint's, the seed's own initialization is not
+    used, and a checkpoint of another model shape is refused before training."""
+    from edgeasr.train.fit import Trainer
+
+    source = Trainer(tiny_config(corpus, "seed=1", "data.valid=[]"), tmp_path / "a")
+    save_checkpoint(tmp_path / "init.pt", source.state_dict())
+    run = Trainer(tiny_config(corpus, "seed=2", "data.valid=[]",
+                              "tokenizer='missing.model'"),
+                  tmp_path / "b", init=str(tmp_path / "init.pt"))
+    for k, v in source.model.state_dict().items():
+        assert torch.equal(v, run.model.state_dict()[k]), k
+    assert (tmp_path / "b" / "tokenizer.model").read_bytes() == corpus["tokenizer"].read_bytes()
+    with pytest.raises(ConfigError, match="model config differs"):
+        Trainer(tiny_config(corpus, "data.valid=[]", "model.d_model=16"), tmp_path / "c",
+                init=str(tmp_path / "init.pt"))
+
+
 def test_load_for_inference_and_average_command(corpus: dict[str, Path], tmp_path: Path) -> None:
     from edgeasr.train.average_cmd import newest_checkpoints
     from edgeasr.train.checkpoint import load_for_inference

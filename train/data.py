@@ -11,7 +11,7 @@ An unreadable audio file does not stop a multi-hour run: ``__getitem__`` logs it
 process) and returns ``None``, and :func:`collate` leaves it out of the batch.
 
 Batching is done by :class:`edgeasr.train.sampler.DynamicBucketSampler`;
-:func:`make_loader` wires dataset, sampler and collate together.
+:func:`make_loader` wires dataset, sampler and the dataset's ``collate_batch`` together.
 """
 
 from __future__ import annotations
@@ -215,6 +215,13 @@ class AsrDataset(Dataset):
             return None
         return Example(id=u.id, text=u.text, features=feats, tokens=u.tokens)
 
+    @staticmethod
+    def collate_batch(examples: list[Example | None]) -> Batch | None:
+        """The batch builder :func:`make_loader` uses for this dataset: :func:`collate`. A
+        dataset whose examples carry more (e.g. translations) overrides it, so that the
+        training loop and validation batch it without knowing the type."""
+        return collate(examples)
+
 
 def collate(examples: list[Example | None]) -> Batch | None:
     """Pad examples into a :class:`Batch`; ``None`` items (bad audio) are left out, and a batch
@@ -253,7 +260,7 @@ def make_loader(
     return DataLoader(
         dataset,
         batch_sampler=sampler,
-        collate_fn=collate,
+        collate_fn=dataset.collate_batch,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         prefetch_factor=2 if num_workers > 0 else None,

@@ -32,9 +32,10 @@ import os
 import shutil
 import sys
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 # On a shared CPU, OpenMP threads that spin while waiting make every small op ~100x slower once
 # the machine is oversubscribed (measured: 2 threads, load 10 on 2 cores). Passive waiting
@@ -59,9 +60,9 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from .config import OptimConfig, TrainConfig, load_config
+from .config import ConfigError, ManifestSpec, OptimConfig, TrainConfig, load_config
 from .data import AsrDataset, Batch, global_cmvn, make_loader, sampler_for
-from .model import ModelConfig, Transducer, greedy_decode
+from .model import LossOutput, ModelConfig, Transducer, greedy_decode
 from .model.interaed import KDConfig, attach_kd
 from .plot import plot_log
 
@@ -124,12 +125,35 @@ def setup_distributed() -> DistInfo:
 
 
 class Trainer:
-    """Holds the state of one training run; :meth:`train` runs it to the configured end."""
+    """Holds the state of one training run; :meth:`train` runs it to the configured end.
 
-    def __init__(self, config: TrainConfig, exp_dir: str | Path, resume: bool = False) -> None:
+    Recipes that train another model on the same loop (``edgeasr-train st``,
+    ``transducer-llama``) subclass it and override only the hooks below, so that the loop,
+    checkpointing, exact resume, AMP and logging stay one piece of code:
+
+    - :meth:`load_tokenizers`, :meth:`make_model_config`, :meth:`build_model`: what is trained;
+    - :meth:`make_dataset`: which utterances, and (via the dataset's ``collate_batch``) which
+      batch type;
+    - :meth:`forward_batch`, :meth:`objective`: the loss a step minimizes;
+    - :attr:`asr_model`, :meth:`transcribe`, :meth:`score`: what validation decodes and scores;
+    - :meth:`state_dict`, :meth:`load_state_dict`, :meth:`recipe_options`: what is saved.
+    """
+
+    #: False for recipes whose sampler/objective are not sharded across ranks: a ``torchrun``
+    #: launch is refused up front instead of training every rank on the same batches.
+    supports_ddp: ClassVar[bool] = True
+
+    def __init__(self, config: TrainConfig, exp_dir: str | Path, resume: bool = False,
+                 init: str = "") -> None:
+        """``init``: a checkpoint whose weights start a new run (ignored when resuming, as the
+        run's own checkpoint holds them): its tokenizer is taken, :meth:`build_model` loads its
+        weights and its CMVN stays (no re-estimate)."""
         self.cfg = config
         self.exp_dir = Path(exp_dir)
         self.dist = setup_distributed()
+        if self.dist.distributed and not self.supports_ddp:
+            raise ValueError(f"{type(self).__name__} trains in one process; launch it without "
+                             "torchrun")
         if config.loop.threads:
             torch.set_num_threads(config.loop.threads)
         self.exp_dir.mkdir(parents=True, exist_ok=True)
@@ -137,43 +161,22 @@ class Trainer:
         _setup_logging(self.exp_dir / "train.log" if self.dist.is_main else None,
                        logging.INFO if self.dist.is_main else logging.WARNING)
 
-        ckpt_path = latest_checkpoint(self.exp_dir) if resume else None
-        if resume and ckpt_path is None:
+        self.resumed_from = latest_checkpoint(self.exp_dir) if resume else None
+        if resume and self.resumed_from is None:
             log.info("--resume: no checkpoint in %s, starting from scratch", self.exp_dir)
-        ckpt = load_checkpoint(ckpt_path) if ckpt_path else None
+        ckpt = load_checkpoint(self.resumed_from) if self.resumed_from else None
+        init_state = load_checkpoint(init) if ckpt is None and init else None
 
-        # Tokenizer: a resumed run uses the exact model it started with.
-        tok_file = self.exp_dir / "tokenizer.model"
-        if ckpt is not None:
-            if self.dist.is_main:
-                tok_file.write_bytes(ckpt["tokenizer"])
-            self.tokenizer = Tokenizer.from_bytes(ckpt["tokenizer"], str(ckpt_path))
-        else:
-            self.tokenizer = Tokenizer(config.tokenizer)
-            if self.dist.is_main and Path(config.tokenizer).resolve() != tok_file.resolve():
-                shutil.copyfile(config.tokenizer, tok_file)
-
-        model_dict = {**config.model}
-        if model_dict.setdefault("vocab_size", self.tokenizer.vocab_size) != (
-            self.tokenizer.vocab_size
-        ):
-            raise ValueError(
-                f"model.vocab_size = {model_dict['vocab_size']} but the tokenizer has "
-                f"{self.tokenizer.vocab_size} pieces"
-            )
-        self.model_config = ModelConfig.from_dict(model_dict)
+        self.load_tokenizers(ckpt, init_state)
+        self.model_config = self.make_model_config()
+        _require_model_config(ckpt, self.model_config.to_dict(), str(self.resumed_from))
         self.feature_config = FeatureConfig.from_dict(config.features)
-        if ckpt is not None and ckpt["model_config"] != self.model_config.to_dict():
-            raise ValueError(f"{ckpt_path}: model config differs from {config.model}; "
-                             "resume with the config the run started with")
 
         # Same initial weights on every rank (DDP would also broadcast rank 0's).
         _seed_everything(config.seed)
-        self.model = Transducer(self.model_config).to(self.dist.device)
-        if config.kd:  # training-only KD decoders, before the optimizer sees the parameters
-            attach_kd(self.model, KDConfig.from_dict(config.kd), None, self.tokenizer.model_bytes)
+        self.model = self.build_model(ckpt, init_state).to(self.dist.device)
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(),
+            [p for p in self.model.parameters() if p.requires_grad],  # frozen parts stay out
             lr=config.optim.lr,
             betas=tuple(config.optim.betas),
             eps=config.optim.eps,
@@ -186,14 +189,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
         d = config.data
-        self.train_set = AsrDataset(
-            d.train, self.tokenizer, self.feature_config, d.min_duration, d.max_utt_duration
-        )
-        self.valid_sets = {
-            s.name: AsrDataset([s], self.tokenizer, self.feature_config, d.min_duration,
-                               d.max_utt_duration, max_utts=d.valid_max_utts)
-            for s in d.valid
-        }
+        self.train_set = self.make_dataset(d.train)
+        self.valid_sets = {s.name: self.make_dataset([s], max_utts=d.valid_max_utts)
+                           for s in d.valid}
         self.sampler = sampler_for(self.train_set, d.max_duration, d.num_buckets, config.seed,
                                    self.dist.rank, self.dist.world_size)
         self.loader = make_loader(self.train_set, self.sampler, d.num_workers)
@@ -203,16 +201,16 @@ class Trainer:
         self.batches_done = 0
         self.resumed_mid_epoch = False
         if ckpt is not None:
-            self._restore(ckpt)
-            log.info("resumed from %s at step %d, epoch %d, batch %d", ckpt_path, self.step,
-                     self.epoch, self.batches_done)
-        elif config.loop.cmvn_utts > 0:
+            self.load_state_dict(ckpt)
+            log.info("resumed from %s at step %d, epoch %d, batch %d", self.resumed_from,
+                     self.step, self.epoch, self.batches_done)
+        elif init_state is None and config.loop.cmvn_utts > 0:
             self._init_cmvn()
 
-        self.ddp: nn.Module = self.model
+        self.ddp: nn.Module = self.objective()
         if self.dist.distributed:
             self.ddp = DistributedDataParallel(
-                self.model,
+                self.ddp,
                 device_ids=[self.dist.local_rank] if cuda else None,
                 find_unused_parameters=True,  # null-predictor / CTC branches vary per step
             )
@@ -225,7 +223,80 @@ class Trainer:
                  len(self.train_set), len(self.sampler), self.dist.world_size, self.dist.device)
         if self.dist.is_main:
             (self.exp_dir / "train_config.json").write_text(
-                json.dumps(config.to_dict(), indent=2) + "\n")
+                json.dumps({**config.to_dict(), **self.recipe_options()}, indent=2) + "\n")
+
+    # ------------------------------------------------------------------ hooks: the model
+    def load_tokenizers(self, ckpt: dict[str, Any] | None, init: dict[str, Any] | None) -> None:
+        """Set ``self.tokenizer``: a resumed (or initialized) run uses the exact model stored
+        in its checkpoint, a new one the configured file; either way it is kept beside the
+        checkpoints as ``tokenizer.model``."""
+        self.tokenizer = self._keep_tokenizer(ckpt or init, "tokenizer", self.cfg.tokenizer)
+
+    def make_model_config(self) -> Any:
+        """The run's model config (stored in every checkpoint as ``model_config``; a resume
+        must match it): ``[model]`` with the tokenizer's vocabulary size."""
+        model_dict = {**self.cfg.model}
+        if model_dict.setdefault("vocab_size", self.tokenizer.vocab_size) != (
+            self.tokenizer.vocab_size
+        ):
+            raise ConfigError(
+                f"model.vocab_size = {model_dict['vocab_size']} but the tokenizer has "
+                f"{self.tokenizer.vocab_size} pieces"
+            )
+        return ModelConfig.from_dict(model_dict)
+
+    def build_model(self, ckpt: dict[str, Any] | None, init: dict[str, Any] | None
+                    ) -> nn.Module:
+        """The model to train, on the CPU, from the seeded RNG. A resumed run's weights are
+        loaded later by :meth:`load_state_dict` (``ckpt`` is there for recipes whose model
+        shape is recorded in it); ``init`` weights are loaded here."""
+        model = Transducer(self.model_config)
+        if init is not None:
+            _require_model_config(init, self.model_config.to_dict(), "init checkpoint")
+            model.load_state_dict(init["model"])
+        if self.cfg.kd:  # training-only KD decoders, before the optimizer sees the parameters
+            attach_kd(model, KDConfig.from_dict(self.cfg.kd), None, self.tokenizer.model_bytes)
+        return model
+
+    @property
+    def asr_model(self) -> Transducer:
+        """The speech-recognition transducer inside the trained model: its encoder holds the
+        CMVN estimated at the start and validation WER is its greedy search."""
+        return self.model  # type: ignore[return-value]
+
+    def make_dataset(self, specs: list[ManifestSpec], max_utts: int = 0) -> AsrDataset:
+        """The training set (all of ``specs``) or one validation set (``max_utts`` per
+        manifest), with the configured duration limits."""
+        d = self.cfg.data
+        return AsrDataset(specs, self.tokenizer, self.feature_config, d.min_duration,
+                          d.max_utt_duration, max_utts=max_utts)
+
+    def objective(self) -> nn.Module:
+        """The module a training step calls (and DDP wraps): the model itself unless a recipe
+        trains another objective around it (it must return the model's LossOutput)."""
+        return self.model
+
+    def forward_batch(self, module: nn.Module, batch: Batch) -> LossOutput:
+        """Loss of ``module`` (the objective in training, the model in validation) on a batch
+        already on the device."""
+        return module(batch.features, batch.feature_lens, batch.targets, batch.target_lens)
+
+    def recipe_options(self) -> dict[str, Any]:
+        """What a recipe adds to the config in ``train_config.json`` (its own options)."""
+        return {}
+
+    def _keep_tokenizer(self, state: dict[str, Any] | None, key: str, path: str) -> Tokenizer:
+        """Tokenizer ``key`` of a checkpoint ``state`` (else the file ``path``), also written
+        to ``exp_dir/<key>.model`` on rank 0 so a run folder is self-contained."""
+        file = self.exp_dir / f"{key}.model"
+        if state is not None:
+            if self.dist.is_main:
+                file.write_bytes(state[key])
+            return Tokenizer.from_bytes(state[key], f"the checkpoint's {key}")
+        tokenizer = Tokenizer(path)
+        if self.dist.is_main and Path(path).resolve() != file.resolve():
+            shutil.copyfile(path, file)
+        return tokenizer
 
     # ------------------------------------------------------------------ state
     def _init_cmvn(self) -> None:
@@ -234,13 +305,14 @@ class Trainer:
             return
         t0 = time.time()
         mean, std = global_cmvn(self.train_set, self.cfg.loop.cmvn_utts, seed=self.cfg.seed)
-        self.model.encoder.cmvn.set_stats(torch.from_numpy(mean), torch.from_numpy(std))
+        self.asr_model.encoder.cmvn.set_stats(torch.from_numpy(mean), torch.from_numpy(std))
         log.info("global CMVN from %d utterances in %.1f s: mean %.2f, std %.2f (averaged)",
                  min(self.cfg.loop.cmvn_utts, len(self.train_set)), time.time() - t0,
                  float(mean.mean()), float(std.mean()))
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything for inference and an exact resume (plain data, see checkpoint.py)."""
+        """Everything for inference and an exact resume (plain data, see checkpoint.py).
+        Recipes extend it (``super().state_dict()`` plus their entries)."""
         state = {
             "model_config": self.model_config.to_dict(),
             "model": self.model.state_dict(),
@@ -259,7 +331,8 @@ class Trainer:
         }
         return state
 
-    def _restore(self, ckpt: dict[str, Any]) -> None:
+    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        """Resume from a :meth:`state_dict`: weights, optimizer, loop position and RNGs."""
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt.get("scaler"):
@@ -323,7 +396,7 @@ class Trainer:
         self.ddp.train()
         b = batch.to(self.dist.device)
         with _autocast(self.dist.device, self.amp_dtype):
-            out = self.ddp(b.features, b.feature_lens, b.targets, b.target_lens)
+            out = self.forward_batch(self.ddp, b)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(out.loss).backward()
         self.scaler.unscale_(self.optimizer)
@@ -412,29 +485,39 @@ class Trainer:
         t0 = time.time()
         sampler = sampler_for(ds, self.cfg.data.max_duration, self.cfg.data.num_buckets,
                               seed=0, shuffle=False)
-        total_loss, n_utts, n_tokens, refs, hyps = 0.0, 0, 0, [], []
+        total_loss, n_utts, n_tokens = 0.0, 0, 0
+        texts: defaultdict[str, list[str]] = defaultdict(list)
         for batch in make_loader(ds, sampler, 0):
             if batch is None:
                 continue
             b = batch.to(self.dist.device)
             with _autocast(self.dist.device, self.amp_dtype):
-                out = self.model(b.features, b.feature_lens, b.targets, b.target_lens)
+                out = self.forward_batch(self.model, b)
             total_loss += float(out.loss) * len(b)
             n_utts += len(b)
             n_tokens += int(b.target_lens.sum())
-            for ids in greedy_decode(self.model, b.features, b.feature_lens):
-                hyps.append(self.tokenizer.decode(ids))
-            refs += b.texts
-        score = wer(refs, hyps)
+            for key, values in self.transcribe(b).items():
+                texts[key] += values
         result = {"kind": "valid", "set": name, "step": self.step, "epoch": self.epoch,
                   "loss": total_loss / max(1, n_utts),
-                  "loss_per_token": total_loss / max(1, n_tokens), "wer": score.rate,
+                  "loss_per_token": total_loss / max(1, n_tokens), **self.score(texts),
                   "utts": n_utts,
                   "seconds": time.time() - t0,
-                  "examples": [{"ref": r, "hyp": h}
-                               for r, h in zip(refs[:3], hyps[:3], strict=True)]}
+                  "examples": [{key: values[i] for key, values in texts.items()}
+                               for i in range(min(3, n_utts))]}
         self._log(result)
         return result
+
+    def transcribe(self, batch: Batch) -> dict[str, list[str]]:
+        """Validation texts of a batch, one list per kind, one entry per utterance: ``ref``
+        and ``hyp`` (greedy search of :attr:`asr_model`); recipes add theirs. The first three
+        utterances' texts are logged as examples."""
+        hyps = greedy_decode(self.asr_model, batch.features, batch.feature_lens)
+        return {"ref": list(batch.texts), "hyp": [self.tokenizer.decode(ids) for ids in hyps]}
+
+    def score(self, texts: dict[str, list[str]]) -> dict[str, float]:
+        """Scores of a whole validation set from its :meth:`transcribe` texts: the WER."""
+        return {"wer": wer(texts["ref"], texts["hyp"]).rate}
 
     # ------------------------------------------------------------------ logging
     def _log(self, record: dict[str, Any]) -> None:
@@ -452,6 +535,14 @@ class Trainer:
             plot_log(self.exp_dir / "log.jsonl", self.exp_dir / "curves.png")
         except (OSError, ValueError) as e:  # a plot must never stop training
             log.warning("could not draw curves.png: %s", e)
+
+
+def _require_model_config(state: dict[str, Any] | None, expected: dict[str, Any], what: str
+                          ) -> None:
+    """A checkpoint's weights fit only a model of the config they were trained with."""
+    if state is not None and state["model_config"] != expected:
+        raise ConfigError(f"{what}: its model config differs from [model]; train with the "
+                          "config the checkpoint was written with")
 
 
 def _record_step(line: str) -> float:

@@ -9,9 +9,11 @@ Two-stage training, as in the paper:
    loads the stage-1 weights into ``model.asr`` (``[st] init``), and trains everything on
    parallel data (manifests with a ``translation`` field) with the joint objective.
 
-The loop is :class:`edgeasr.train.fit.Trainer`'s (epochs, dynamic buckets, DDP, AMP, exact
-resume, checkpoints, curves): :class:`StTrainer` only swaps the model, the dataset (adds the
-target-language token ids) and the validation (greedy translation BLEU/chrF next to WER).
+The loop is :class:`edgeasr.train.fit.Trainer`'s (epochs, dynamic buckets, AMP, exact resume,
+checkpoints, curves; one process): :class:`StTrainer` overrides only its hooks for the model,
+the dataset (adds the target-language token ids, batched by
+:meth:`ParallelDataset.collate_batch`), the loss call and the validation (greedy translation
+BLEU/chrF next to WER). With ``[st] init`` the ASR tokenizer is the stage-1 checkpoint's.
 
 Config: the fit TOML plus an ``[st]`` table (``tokenizer``: target-language sentencepiece model,
 ``init``: stage-1 checkpoint or "", ``valid_blank_penalty``) and ``[st.model]`` with
@@ -22,27 +24,26 @@ the ST tokenizer).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch import nn
 
 from edgeasr.features import FeatureConfig
 from edgeasr.manifest import read_manifest
-from edgeasr.metrics import wer
 from edgeasr.tokenizer import Tokenizer
 
-from .checkpoint import latest_checkpoint, load_checkpoint
+from .checkpoint import load_checkpoint
 from .config import ConfigError, ManifestSpec, TrainConfig, read_config
-from .data import AsrDataset, Batch, Example, global_cmvn, sampler_for
-from .fit import Trainer, _autocast, _seed_everything, _setup_logging, setup_distributed
+from .data import AsrDataset, Batch, Example, collate
+from .fit import Trainer, _require_model_config
 from .fit import add_arguments as fit_arguments
-from .model import greedy_decode
+from .model import LossOutput, Transducer
 from .model.hierarchical import HierarchicalConfig, HierarchicalTransducer, st_greedy_decode
 
 __all__ = ["ParallelDataset", "StBatch", "StOptions", "StTrainer", "load_st_config",
@@ -142,166 +143,99 @@ class ParallelDataset(AsrDataset):
         return StExample(ex.id, ex.text, ex.features, ex.tokens, self.translations[i],
                          self.st_tokens[i])
 
-
-def collate_st(examples: list[StExample | None]) -> StBatch | None:
-    from .data import collate
-
-    good = [e for e in examples if e is not None and len(e.features) > 0]
-    b = collate(good)  # type: ignore[arg-type]
-    if b is None:
-        return None
-    z = torch.zeros(len(good), max(len(e.st_tokens) for e in good), dtype=torch.int64)
-    for k, e in enumerate(good):
-        z[k, : len(e.st_tokens)] = torch.tensor(e.st_tokens)
-    return StBatch(b.ids, b.texts, b.features, b.feature_lens, b.targets, b.target_lens,
-                   [e.translation for e in good], z,
-                   torch.tensor([len(e.st_tokens) for e in good], dtype=torch.int64))
-
-
-def make_st_loader(dataset: ParallelDataset, sampler: Any, num_workers: int = 0) -> DataLoader:
-    """As :func:`edgeasr.train.data.make_loader` (private generator for exact resume)."""
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_st,
-                      num_workers=num_workers, persistent_workers=num_workers > 0,
-                      prefetch_factor=2 if num_workers > 0 else None,
-                      generator=torch.Generator().manual_seed(sampler.seed))
+    @staticmethod
+    def collate_batch(examples: list[StExample | None]) -> StBatch | None:  # type: ignore[override]
+        """:func:`~edgeasr.train.data.collate` plus the padded target-language ids."""
+        good = [e for e in examples if e is not None and len(e.features) > 0]
+        b = collate(good)  # type: ignore[arg-type]
+        if b is None:
+            return None
+        z = torch.zeros(len(good), max(len(e.st_tokens) for e in good), dtype=torch.int64)
+        for k, e in enumerate(good):
+            z[k, : len(e.st_tokens)] = torch.tensor(e.st_tokens)
+        return StBatch(b.ids, b.texts, b.features, b.feature_lens, b.targets, b.target_lens,
+                       [e.translation for e in good], z,
+                       torch.tensor([len(e.st_tokens) for e in good], dtype=torch.int64))
 
 
 class StTrainer(Trainer):
-    """:class:`Trainer` over a :class:`HierarchicalTransducer` and parallel data."""
+    """:class:`Trainer` over a :class:`HierarchicalTransducer` and parallel data: the stage-1
+    checkpoint (``[st] init``) starts the ASR half, and validation adds greedy translation
+    BLEU/chrF to the ASR WER."""
+
+    supports_ddp = False  # stage 2 has only ever run (and been tested) in one process
 
     def __init__(self, config: TrainConfig, st: StOptions, exp_dir: str | Path,
                  resume: bool = False) -> None:
-        self.cfg, self.st_options = config, st
-        self.exp_dir = Path(exp_dir)
-        self.dist = setup_distributed()
-        if self.dist.distributed:
-            raise ValueError("edgeasr-train st runs in one process (DDP: use fit's recipe)")
-        if config.loop.threads:
-            torch.set_num_threads(config.loop.threads)
-        self.exp_dir.mkdir(parents=True, exist_ok=True)
-        _setup_logging(self.exp_dir / "train.log")
-        ckpt_path = latest_checkpoint(self.exp_dir) if resume else None
-        ckpt = load_checkpoint(ckpt_path) if ckpt_path else None
+        self.st_options = st
+        super().__init__(config, exp_dir, resume, init=st.init)
 
-        if ckpt is not None:
-            self.tokenizer = Tokenizer.from_bytes(ckpt["tokenizer"], str(ckpt_path))
-            self.st_tokenizer = Tokenizer.from_bytes(ckpt["st_tokenizer"], str(ckpt_path))
-        else:
-            self.tokenizer = Tokenizer(config.tokenizer)
-            self.st_tokenizer = Tokenizer(st.tokenizer)
-        for src, name in ((config.tokenizer, "tokenizer.model"),
-                          (st.tokenizer, "st_tokenizer.model")):
-            if ckpt is None and Path(src).resolve() != (self.exp_dir / name).resolve():
-                shutil.copyfile(src, self.exp_dir / name)
-        asr = {"vocab_size": self.tokenizer.vocab_size, **config.model}
-        head = {"vocab_size": self.st_tokenizer.vocab_size, **st.model}
-        self.model_config = HierarchicalConfig.from_dict({"asr": asr, "st": head})
-        if self.model_config.asr.vocab_size != self.tokenizer.vocab_size or \
-                self.model_config.st.vocab_size != self.st_tokenizer.vocab_size:
-            raise ValueError("model vocab sizes differ from the tokenizers' "
-                             f"({self.tokenizer.vocab_size}, {self.st_tokenizer.vocab_size})")
-        self.feature_config = FeatureConfig.from_dict(config.features)
-        _seed_everything(config.seed)
-        self.model = HierarchicalTransducer(self.model_config)
-        if ckpt is None and st.init:
-            stage1 = load_checkpoint(st.init)
-            if stage1["model_config"] != self.model_config.asr.to_dict():
-                raise ValueError(f"{st.init}: stage-1 model config differs from [model]")
-            self.model.asr.load_state_dict(stage1["model"])
-            log.info("ASR half initialized from stage-1 checkpoint %s", st.init)
-        self.model.to(self.dist.device)
-        o = config.optim
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr,
-                                           betas=tuple(o.betas), eps=o.eps,
-                                           weight_decay=o.weight_decay)
-        cuda = self.dist.device.type == "cuda"
-        self.amp_dtype = ({"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.loop.amp)
-                          if cuda else None)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+    def load_tokenizers(self, ckpt: dict[str, Any] | None, init: dict[str, Any] | None) -> None:
+        """The ASR tokenizer (stage 1's when initialized from it) and the target-language one
+        (``[st] tokenizer``; a stage-1 checkpoint has none)."""
+        super().load_tokenizers(ckpt, init)
+        self.st_tokenizer = self._keep_tokenizer(ckpt, "st_tokenizer", self.st_options.tokenizer)
 
-        d = config.data
-        self.train_set = ParallelDataset(d.train, self.tokenizer, self.st_tokenizer,
-                                         self.feature_config, d.min_duration, d.max_utt_duration)
-        self.valid_sets = {
-            s.name: ParallelDataset([s], self.tokenizer, self.st_tokenizer, self.feature_config,
-                                    d.min_duration, d.max_utt_duration, d.valid_max_utts)
-            for s in d.valid
-        }
-        self.sampler = sampler_for(self.train_set, d.max_duration, d.num_buckets, config.seed)
-        self.loader = make_st_loader(self.train_set, self.sampler, d.num_workers)
-        self.step = self.epoch = self.batches_done = 0
-        self.resumed_mid_epoch = False
-        if ckpt is not None:
-            self._restore(ckpt)
-        elif not st.init and config.loop.cmvn_utts > 0:
-            mean, std = global_cmvn(self.train_set, config.loop.cmvn_utts, seed=config.seed)
-            self.model.asr.encoder.cmvn.set_stats(torch.from_numpy(mean),
-                                                  torch.from_numpy(std))
-        self.ddp = self.model
-        self.total_steps = o.total_steps or (
-            config.loop.max_steps or config.loop.max_epochs * len(self.sampler))
-        log.info("HENT-SRT: %.2f M parameters; %d parallel utterances (%.2f h)",
-                 sum(p.numel() for p in self.model.parameters()) / 1e6, len(self.train_set),
-                 self.train_set.total_hours)
+    def make_model_config(self) -> HierarchicalConfig:
+        """``[model]`` for the ASR half, ``[st.model]`` for the ST head, each with its own
+        tokenizer's vocabulary size."""
+        asr = {"vocab_size": self.tokenizer.vocab_size, **self.cfg.model}
+        head = {"vocab_size": self.st_tokenizer.vocab_size, **self.st_options.model}
+        config = HierarchicalConfig.from_dict({"asr": asr, "st": head})
+        if config.asr.vocab_size != self.tokenizer.vocab_size or \
+                config.st.vocab_size != self.st_tokenizer.vocab_size:
+            raise ConfigError("model vocab sizes differ from the tokenizers' "
+                              f"({self.tokenizer.vocab_size}, {self.st_tokenizer.vocab_size})")
+        return config
+
+    def build_model(self, ckpt: dict[str, Any] | None, init: dict[str, Any] | None
+                    ) -> HierarchicalTransducer:
+        """The hierarchical model; a stage-1 ``init`` fills its ASR half."""
+        model = HierarchicalTransducer(self.model_config)
+        if init is not None:
+            _require_model_config(init, self.model_config.asr.to_dict(), self.st_options.init)
+            model.asr.load_state_dict(init["model"])
+            log.info("ASR half initialized from stage-1 checkpoint %s", self.st_options.init)
+        return model
+
+    @property
+    def asr_model(self) -> Transducer:
+        """The ASR half: the CMVN and the validation WER are its."""
+        return self.model.asr
+
+    def make_dataset(self, specs: list[ManifestSpec], max_utts: int = 0) -> ParallelDataset:
+        d = self.cfg.data
+        return ParallelDataset(specs, self.tokenizer, self.st_tokenizer, self.feature_config,
+                               d.min_duration, d.max_utt_duration, max_utts)
+
+    def forward_batch(self, module: nn.Module, batch: StBatch) -> LossOutput:  # type: ignore[override]
+        """The multitask loss also takes the target-language ids."""
+        return module(batch.features, batch.feature_lens, batch.targets, batch.target_lens,
+                      batch.st_targets, batch.st_target_lens)
+
+    def recipe_options(self) -> dict[str, Any]:
+        return {"st": dataclasses.asdict(self.st_options)}
 
     def state_dict(self) -> dict[str, Any]:
+        """Fit's checkpoint plus the target tokenizer (export needs it) and the ``[st]``
+        options."""
         state = super().state_dict()
         state["st_tokenizer"] = self.st_tokenizer.model_bytes
-        state["st_options"] = {"tokenizer": self.st_options.tokenizer,
-                               "init": self.st_options.init,
-                               "valid_blank_penalty": self.st_options.valid_blank_penalty,
-                               "model": dict(self.st_options.model)}
+        state["st_options"] = dataclasses.asdict(self.st_options)
         return state
 
-    def train_step(self, batch: StBatch) -> dict[str, float]:  # type: ignore[override]
-        from .fit import learning_rate
+    def transcribe(self, batch: StBatch) -> dict[str, list[str]]:  # type: ignore[override]
+        """ASR ``ref``/``hyp`` plus ``translation_ref``/``translation`` (greedy ST search with
+        ``[st] valid_blank_penalty``)."""
+        texts = super().transcribe(batch)
+        hyps = st_greedy_decode(self.model, batch.features, batch.feature_lens,
+                                blank_penalty=self.st_options.valid_blank_penalty)
+        return {**texts, "translation_ref": list(batch.translations),
+                "translation": [self.st_tokenizer.decode(ids) for ids in hyps]}
 
-        lr = learning_rate(self.step, self.cfg.optim, self.total_steps)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.model.train()
-        b = batch.to(self.dist.device)
-        with _autocast(self.dist.device, self.amp_dtype):
-            out = self.model(b.features, b.feature_lens, b.targets, b.target_lens,
-                             b.st_targets, b.st_target_lens)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(out.loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        clip = self.cfg.optim.grad_clip or float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.step += 1
-        return {"loss": float(out.loss.detach()), "lr": lr, "grad_norm": grad_norm,
-                "parts": {k: float(v) for k, v in out.parts.items()}}
-
-    def _validate_set(self, name: str, ds: ParallelDataset) -> dict[str, Any]:  # type: ignore[override]
-        sampler = sampler_for(ds, self.cfg.data.max_duration, self.cfg.data.num_buckets,
-                              seed=0, shuffle=False)
-        total, n, refs, hyps, st_refs, st_hyps = 0.0, 0, [], [], [], []
-        for batch in make_st_loader(ds, sampler, 0):
-            if batch is None:
-                continue
-            b = batch.to(self.dist.device)
-            out = self.model(b.features, b.feature_lens, b.targets, b.target_lens,
-                             b.st_targets, b.st_target_lens)
-            total += float(out.loss) * len(b)
-            n += len(b)
-            hyps += [self.tokenizer.decode(i)
-                     for i in greedy_decode(self.model.asr, b.features, b.feature_lens)]
-            st_hyps += [self.st_tokenizer.decode(i) for i in st_greedy_decode(
-                self.model, b.features, b.feature_lens,
-                blank_penalty=self.st_options.valid_blank_penalty)]
-            refs += b.texts
-            st_refs += b.translations
-        result = {"kind": "valid", "set": name, "step": self.step, "epoch": self.epoch,
-                  "loss": total / max(1, n), "wer": wer(refs, hyps).rate, "utts": n,
-                  **translation_scores(st_refs, st_hyps),
-                  "examples": [{"ref": r, "hyp": h, "translation_ref": tr, "translation": th}
-                               for r, h, tr, th in zip(refs[:3], hyps[:3], st_refs[:3],
-                                                       st_hyps[:3], strict=True)]}
-        self._log(result)
-        return result
+    def score(self, texts: dict[str, list[str]]) -> dict[str, float]:
+        return {**super().score(texts),
+                **translation_scores(texts["translation_ref"], texts["translation"])}
 
 
 def translation_scores(refs: list[str], hyps: list[str]) -> dict[str, float]:

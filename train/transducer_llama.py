@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,15 +39,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgeasr.features import FeatureConfig
-from edgeasr.metrics import wer
 from edgeasr.text import normalize_text
-from edgeasr.tokenizer import Tokenizer
 
 from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
-from .config import ConfigError, TrainConfig, apply_overrides, load_config
-from .data import AsrDataset, make_loader, sampler_for
-from .fit import Trainer, _seed_everything, _setup_logging, setup_distributed
+from .config import ConfigError, ManifestSpec, TrainConfig, apply_overrides, load_config
+from .data import AsrDataset, Batch
+from .fit import Trainer, _require_model_config
 from .llama.train_lm import load_lm
 from .model import ModelConfig
 from .model.factorized import FactorizedConfig, FactorizedTransducer, build_lm, lm_record
@@ -136,100 +131,37 @@ def load_factorized(path: str | Path) -> tuple[FactorizedTransducer, bytes, dict
 
 # ------------------------------------------------------------------------------ the trainer
 class FactorizedTrainer(Trainer):
-    """:class:`Trainer` over a :class:`FactorizedTransducer` in one of :data:`STAGES`."""
+    """:class:`Trainer` over a :class:`FactorizedTransducer` in one of :data:`STAGES`: it
+    overrides the model (built from ``--init`` / the resumed checkpoint with the stage's LM),
+    the datasets (utterances must fit the LM context), the MWER objective, the checkpoint's
+    ``factorized`` entry and the validation decoding (factorized beam search)."""
+
+    supports_ddp = False  # the stages have only ever run (and been tested) in one process
 
     def __init__(self, config: TrainConfig, opts: StageOptions, exp_dir: str | Path,
                  resume: bool = False) -> None:
-        self.cfg, self.opts = config, opts.validate()
-        self.exp_dir = Path(exp_dir)
-        self.dist = setup_distributed()
-        if self.dist.distributed:
-            raise ValueError("edgeasr-train transducer-llama runs in one process")
+        self.opts = opts.validate()
         if config.kd:
             raise ConfigError("[kd] (interAED distillation) is not part of this recipe")
-        if config.loop.threads:
-            torch.set_num_threads(config.loop.threads)
-        self.exp_dir.mkdir(parents=True, exist_ok=True)
-        _setup_logging(self.exp_dir / "train.log")
-        ckpt_path = latest_checkpoint(self.exp_dir) if resume else None
-        ckpt = load_checkpoint(ckpt_path) if ckpt_path else None
-        if ckpt is not None and "factorized" not in ckpt:
-            raise CheckpointError(f"{ckpt_path}: not a transducer-llama checkpoint")
-        init = load_checkpoint(opts.init) if ckpt is None and opts.init else None
-
-        tok_file = self.exp_dir / "tokenizer.model"
-        if ckpt is not None:
-            self.tokenizer = Tokenizer.from_bytes(ckpt["tokenizer"], str(ckpt_path))
-        elif init is not None:
-            self.tokenizer = Tokenizer.from_bytes(init["tokenizer"], opts.init)
-        else:
-            self.tokenizer = Tokenizer(config.tokenizer)
-        tok_file.write_bytes(self.tokenizer.model_bytes)
-        self.model_config = ModelConfig.from_dict(
-            {"vocab_size": self.tokenizer.vocab_size, **config.model})
-        if self.model_config.vocab_size != self.tokenizer.vocab_size:
-            raise ConfigError(f"model.vocab_size = {self.model_config.vocab_size} but the "
-                              f"tokenizer has {self.tokenizer.vocab_size} pieces")
-        self.feature_config = FeatureConfig.from_dict(config.features)
-        for what, state in (("resumed checkpoint", ckpt), ("--init", init)):
-            if state is not None and state["model_config"] != self.model_config.to_dict():
-                raise ConfigError(f"{what}: its model config differs from [model]; run the "
-                                  "stages with the same model (omit CONFIG to take the "
-                                  "checkpoint's)")
-
-        _seed_everything(config.seed)
-        self.model = self._build_model(ckpt, init).to(self.dist.device)
-        o = config.optim
-        self.optimizer = torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad], lr=o.lr,
-            betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
-        cuda = self.dist.device.type == "cuda"
-        self.amp_dtype = ({"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.loop.amp)
-                          if cuda else None)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-
-        d = config.data
-        limit = getattr(getattr(self.model.lm, "cfg", None), "max_seq_len", None)
-        self.train_set = self._fit_lm(AsrDataset(d.train, self.tokenizer, self.feature_config,
-                                                 d.min_duration, d.max_utt_duration), limit)
-        self.valid_sets = {
-            s.name: self._fit_lm(AsrDataset([s], self.tokenizer, self.feature_config,
-                                            d.min_duration, d.max_utt_duration,
-                                            max_utts=d.valid_max_utts), limit)
-            for s in d.valid
-        }
-        self.sampler = sampler_for(self.train_set, d.max_duration, d.num_buckets, config.seed)
-        self.loader = make_loader(self.train_set, self.sampler, d.num_workers)
-        self.step = self.epoch = self.batches_done = 0
-        self.resumed_mid_epoch = False
-        if ckpt is not None:
-            self._restore(ckpt)
-            log.info("resumed from %s at step %d", ckpt_path, self.step)
-        elif init is None and config.loop.cmvn_utts > 0:
-            self._init_cmvn()
-        self.ddp: nn.Module = self.model
-        if opts.stage == "mwer":
-            self.ddp = MwerObjective(self.model, self._words, opts.beam, opts.rnnt_weight)
-        self.total_steps = o.total_steps or (
-            config.loop.max_steps or config.loop.max_epochs * len(self.sampler))
+        super().__init__(config, exp_dir, resume, init=opts.init)
         train_params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         log.info("transducer-llama stage %s: %s LM (%s), lm_weight %.3g; %.2f M trainable "
-                 "parameters; train set %.2f h, %d utterances", opts.stage,
-                 lm_record(self.model.lm)["kind"],
+                 "parameters", opts.stage, lm_record(self.model.lm)["kind"],
                  "frozen" if self.model.lm_frozen else "trained", self.model.fcfg.lm_weight,
-                 train_params / 1e6, self.train_set.total_hours, len(self.train_set))
-        (self.exp_dir / "train_config.json").write_text(
-            json.dumps({**config.to_dict(), "stage": opts.to_dict()}, indent=2)
-            + "\n")
+                 train_params / 1e6)
 
     # -- model ---------------------------------------------------------------------------------
-    def _build_model(self, ckpt: dict[str, Any] | None, init: dict[str, Any] | None
-                     ) -> FactorizedTransducer:
-        """The stage's model: from the resumed checkpoint (weights loaded by ``_restore``), or
-        the ``--init`` weights with the stage's LM (see the module docstring)."""
+    def build_model(self, ckpt: dict[str, Any] | None, init: dict[str, Any] | None
+                    ) -> FactorizedTransducer:
+        """The stage's model: from the resumed checkpoint (weights loaded by
+        :meth:`load_state_dict`), or the ``--init`` weights with the stage's LM (see the module
+        docstring)."""
         if ckpt is not None:
+            if "factorized" not in ckpt:
+                raise CheckpointError(f"{self.resumed_from}: not a transducer-llama checkpoint")
             return _build(self.model_config, ckpt["factorized"])
         opts = self.opts
+        _require_model_config(init, self.model_config.to_dict(), opts.init)
         prev = (init or {}).get("factorized")
         base = FactorizedConfig.from_dict(prev["config"]) if prev else FactorizedConfig()
         fcfg = FactorizedConfig(
@@ -260,8 +192,11 @@ class FactorizedTrainer(Trainer):
             model.lm.train()
         return model
 
-    def _fit_lm(self, ds: AsrDataset, limit: int | None) -> AsrDataset:
-        """Drop utterances longer than the LM context (the Llama sees the whole history)."""
+    def make_dataset(self, specs: list[ManifestSpec], max_utts: int = 0) -> AsrDataset:
+        """Fit's dataset without the utterances longer than the LM context (the Llama sees the
+        whole history)."""
+        ds = super().make_dataset(specs, max_utts)
+        limit = getattr(getattr(self.model.lm, "cfg", None), "max_seq_len", None)
         if limit is None:
             return ds
         keep = [i for i, u in enumerate(ds.utterances) if len(u.tokens) < limit]
@@ -274,8 +209,17 @@ class FactorizedTrainer(Trainer):
         ds.repeats = [ds.repeats[i] for i in keep]
         return ds
 
+    def objective(self) -> nn.Module:
+        """MWER over N-best lists in stage ``mwer``; the model's transducer loss otherwise."""
+        if self.opts.stage == "mwer":
+            return MwerObjective(self.model, self._words, self.opts.beam, self.opts.rnnt_weight)
+        return self.model
+
     def _words(self, ids: list[int]) -> list[str]:
         return normalize_text(self.tokenizer.decode(ids)).split()
+
+    def recipe_options(self) -> dict[str, Any]:
+        return {"stage": self.opts.to_dict()}
 
     # -- checkpoints -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -287,38 +231,23 @@ class FactorizedTrainer(Trainer):
                                "stage": self.opts.to_dict()}
         return state
 
-    def _restore(self, ckpt: dict[str, Any]) -> None:
-        super()._restore({**ckpt, "model": _full_state(ckpt)})
+    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        super().load_state_dict({**ckpt, "model": _full_state(ckpt)})
         if int(ckpt["epoch"]) > self.epoch:
             # An epoch-end checkpoint stores the finished epoch's sampler position (batch 0 of
-            # it), and Trainer._restore would replay that epoch; start the next one instead.
+            # it), and Trainer.load_state_dict would replay that epoch; start the next one
+            # instead. (Checkpoints written since fit stores the loop's epoch never get here.)
             self.epoch, self.batches_done = int(ckpt["epoch"]), 0
             self.resumed_mid_epoch = False
 
     # -- validation ------------------------------------------------------------------------------
-    def _validate_set(self, name: str, ds: AsrDataset) -> dict[str, Any]:
-        """Loss and factorized beam-search WER (beam ``valid_beam``; 1 = greedy)."""
-        t0 = time.time()
-        sampler = sampler_for(ds, self.cfg.data.max_duration, self.cfg.data.num_buckets,
-                              seed=0, shuffle=False)
-        total, n_utts, refs, hyps = 0.0, 0, [], []
-        for batch in make_loader(ds, sampler, 0):
-            if batch is None:
-                continue
-            b = batch.to(self.dist.device)
-            total += float(self.model(b.features, b.feature_lens, b.targets,
-                                      b.target_lens).loss) * len(b)
-            n_utts += len(b)
-            nbest = decode_nbest(self.model, b.features, b.feature_lens, self.opts.valid_beam)
-            hyps += [self.tokenizer.decode(utt[0][0]) for utt in nbest]
-            refs += b.texts
-        result = {"kind": "valid", "set": name, "step": self.step, "epoch": self.epoch,
-                  "loss": total / max(1, n_utts), "wer": wer(refs, hyps).rate, "utts": n_utts,
-                  "seconds": time.time() - t0,
-                  "examples": [{"ref": r, "hyp": h} for r, h in zip(refs[:3], hyps[:3],
-                                                                    strict=True)]}
-        self._log(result)
-        return result
+    def transcribe(self, batch: Batch) -> dict[str, list[str]]:
+        """``ref`` and the best of the factorized beam search (beam ``valid_beam``; 1 =
+        greedy) as ``hyp``."""
+        nbest = decode_nbest(self.model, batch.features, batch.feature_lens,
+                             self.opts.valid_beam)
+        return {"ref": list(batch.texts),
+                "hyp": [self.tokenizer.decode(utt[0][0]) for utt in nbest]}
 
 
 # ---------------------------------------------------------------------------------- CLI
