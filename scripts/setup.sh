@@ -20,11 +20,15 @@ command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 # kaldi-native-fbank ship their native libraries in their wheels); PortAudio for the mic demo.
 DEB_RUNTIME=(libportaudio2)
 # Tests and corpus building: the text-to-speech engines and text sources of the corpus builder,
-# sox, PulseAudio (virtual microphone for the mic test), Chromium (browser page test).
+# sox, PulseAudio (virtual microphone for the mic test), Chromium (browser page test), and
+# apertium with its English->Spanish data for the speech-translation cascade baseline
+# (benchmarks/cascade.py; apertium-eng-spa is the real package behind the transitional
+# apertium-en-es, and its mode is called eng-spa).
 DEB_DEV=(
   espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
   sword-text-web sword-text-sparv diatheke wordnet-base fortunes fortunes-min asterisk-moh-opsound-wav
   man-db sox pulseaudio pulseaudio-utils libasound2-plugins alsa-utils chromium
+  apertium apertium-eng-spa
 )
 debs=("${DEB_RUNTIME[@]}")
 [[ $profile == dev ]] && debs+=("${DEB_DEV[@]}")
