@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JSONL manifest of speech for ExecuTorch int8 calibration")
     p.add_argument("--calibration-utterances", type=int, default=8)
     p.add_argument("--tar", action="store_true", help="also write BUNDLE.tar (one file)")
+    p.add_argument("--with-checkpoint", action="store_true",
+                   help="also store the weights as checkpoint.pt (for backend='torch' and "
+                        "for edgeasr-train fit --init)")
     p.add_argument("--tolerance", type=float, default=1e-4,
                    help="max |exported - torch| accepted for fp32 graphs (default 1e-4)")
     p.add_argument("--describe", type=Path, metavar="BUNDLE",
@@ -84,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             calibration=args.calibration,
             calibration_utterances=args.calibration_utterances,
             tolerance=args.tolerance,
+            with_checkpoint=args.with_checkpoint,
         )
         report = export_checkpoint(args.checkpoint, args.out, options, progress=progress)
         bundle = Bundle.load(args.out)

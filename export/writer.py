@@ -65,6 +65,9 @@ class ExportOptions:
     pte_max_batch: int = 8
     decoding: DecodingDefaults = field(default_factory=DecodingDefaults)
     name: str = ""
+    # Also store the weights as ``checkpoint.pt`` (model, configs, tokenizer; no optimizer): the
+    # torch backend runs from it, and ``edgeasr-train fit --init`` continues training from it.
+    with_checkpoint: bool = False
 
     def __post_init__(self) -> None:
         bad = [f for f in self.formats if f not in FORMATS]
@@ -183,6 +186,20 @@ def export_bundle(
 
     if "onnx" not in options.formats:  # the ONNX graphs were only the sherpa flavor's source
         shutil.rmtree(out / "onnx", ignore_errors=True)
+
+    if options.with_checkpoint:
+        from edgeasr.train.checkpoint import save_checkpoint
+
+        from edgeasr.backends.torch import CHECKPOINT_NAME
+
+        progress(CHECKPOINT_NAME)
+        save_checkpoint(out / CHECKPOINT_NAME, {
+            "model": model.state_dict(),
+            "model_config": cfg.to_dict(),
+            "feature_config": features.to_dict(),
+            "train_config": dict(train_config or {}),
+            "tokenizer": tokenizer_model,
+        })
 
     progress("model.json")
     manifest = Manifest(

@@ -71,7 +71,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def onnx_bundle(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bundle") / "tiny"
     rc = cli_main([str(checkpoint), "--out", str(out), "--format", "onnx,sherpa",
-                   "--quantize", "none,int8", "-q"])
+                   "--quantize", "none,int8", "--with-checkpoint", "-q"])
     assert rc == 0
     return out
 
@@ -317,6 +317,28 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert cli_main([str(tmp_path / "x.pt"), "--out", str(tmp_path / "b"),
                      "--quantize", "int4"]) == 2
     assert "unknown --quantize" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_with_checkpoint_feeds_torch_backend_and_init(onnx_bundle: Path, checkpoint: Path
+                                                      ) -> None:
+    """``--with-checkpoint`` stores the weights (no optimizer state), listed and hashed in
+    model.json: the torch backend decodes like ONNX from it, and it loads as a ``--init``."""
+    from edgeasr.train.checkpoint import load_checkpoint
+
+    from edgeasr.stream import Recognizer
+
+    b = Bundle.load(onnx_bundle)
+    assert "checkpoint.pt" in b.manifest.files
+    state = load_checkpoint(onnx_bundle / "checkpoint.pt")
+    assert "optimizer" not in state
+    src = load_checkpoint(checkpoint)
+    assert all(torch.equal(state["model"][k], v) for k, v in src["model"].items())
+    assert state["tokenizer"] == src["tokenizer"]
+    x = (0.2 * np.random.default_rng(3).standard_normal(24000)).astype(np.float32)
+    ref = Recognizer.from_bundle(onnx_bundle, precision="fp32").transcribe(x, sample_rate=16000)
+    got = Recognizer.from_bundle(onnx_bundle, backend="torch").transcribe(x, sample_rate=16000)
+    assert len(ref.tokens) > 0 and got.tokens == ref.tokens
 
 
 @pytest.mark.slow

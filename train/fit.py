@@ -583,9 +583,10 @@ def _setup_logging(log_file: Path | None, level: int = logging.INFO) -> None:
         root.addHandler(h)
 
 
-def fit(config: TrainConfig, exp_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+def fit(config: TrainConfig, exp_dir: str | Path, resume: bool = False, init: str = ""
+        ) -> dict[str, Any]:
     """Train (or resume) a run; returns the final validation results."""
-    trainer = Trainer(config, exp_dir, resume=resume)
+    trainer = Trainer(config, exp_dir, resume=resume, init=init)
     try:
         return trainer.train()
     finally:
@@ -603,6 +604,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exp-dir", type=Path, required=True, help="output folder")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the newest checkpoint in --exp-dir (if any)")
+    parser.add_argument("--init", default="", metavar="CHECKPOINT",
+                        help="start from these weights with a fresh optimizer, e.g. the shipped "
+                             "models/default/checkpoint.pt (its tokenizer and CMVN are kept; "
+                             "ignored when --resume finds a checkpoint)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE",
                         help="override a config value, e.g. --set loop.max_steps=100")
@@ -610,5 +615,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
-    fit(config, args.exp_dir, resume=args.resume)
+    fit(config, args.exp_dir, resume=args.resume, init=args.init)
     return 0

@@ -268,8 +268,9 @@ HELP = "HENT-SRT stage 2: multitask ASR + speech-translation training on paralle
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``fit``'s options (config, ``--exp-dir``, ``--resume``, ``--set``): stage 2 is a fit run
-    with another model, so its command line is fit's, only the config has an ``[st]`` table."""
+    """``fit``'s options (config, ``--exp-dir``, ``--resume``, ``--init``, ``--set``): stage 2 is
+    a fit run with another model, so its command line is fit's, only the config has an ``[st]``
+    table; ``--init`` is the stage-1 checkpoint (same as ``--set st.init=...``)."""
     fit_arguments(parser)
     parser.description = ("CONFIG: a fit config plus an [st] table (tokenizer, init, "
                           "valid_blank_penalty, [st.model]); --set overrides its keys too, "
@@ -278,5 +279,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config, st = load_st_config(args.config, args.overrides)
+    if args.init:
+        st.init = args.init
     StTrainer(config, st, args.exp_dir, resume=args.resume).train()
     return 0
