@@ -185,6 +185,20 @@ def test_dataset_features_tokens_and_collate(corpus: dict[str, Path]) -> None:
     assert collate([None]) is None
 
 
+def test_dataset_drops_utterances_with_more_tokens_than_encoder_frames(
+        corpus: dict[str, Path]) -> None:
+    """The filter follows the model's frame rate: at 80 ms frames (12.5/s) an utterance needs
+    twice the duration per token that it needs at 40 ms frames."""
+    tok = Tokenizer(corpus["tokenizer"])
+    spec = [ManifestSpec(str(corpus["train"]))]
+    ds = AsrDataset(spec, tok)
+    rates = [len(u.tokens) / u.duration for u in ds.utterances]
+    cut = sorted(rates)[len(rates) // 2]
+    slow = AsrDataset(spec, tok, frame_rate=cut)
+    assert len(slow) == sum(r <= cut for r in rates) < len(ds)
+    assert all(len(u.tokens) <= u.duration * cut for u in slow.utterances)
+
+
 def test_bad_audio_is_logged_once_and_skipped(
     corpus: dict[str, Path], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -47,7 +47,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Encoder frames per second after the 4x front end (10 ms features -> 40 ms frames).
+#: Default encoder frames per second (10 ms features, 4x front end -> 40 ms frames); the
+#: trainer passes its model's own rate (12.5 at 8x).
 ENCODER_FRAME_RATE = 25.0
 
 
@@ -110,6 +111,8 @@ class AsrDataset(Dataset):
         min_duration, max_duration: utterances outside this range (seconds) are dropped.
         max_utts: keep only the first N utterances of each manifest (0 = all); for
             validation subsets and tests.
+        frame_rate: encoder frames per second of the model to train: utterances with more
+            tokens than encoder frames are dropped (CTC cannot align them).
     """
 
     def __init__(
@@ -120,6 +123,7 @@ class AsrDataset(Dataset):
         min_duration: float = 0.0,
         max_duration: float = math.inf,
         max_utts: int = 0,
+        frame_rate: float = ENCODER_FRAME_RATE,
     ) -> None:
         if not specs:
             raise ValueError("AsrDataset needs at least one manifest")
@@ -127,7 +131,7 @@ class AsrDataset(Dataset):
         self.utterances: list[Utterance] = []
         self.repeats: list[float] = []
         for spec in specs:
-            kept = self._read(spec, tokenizer, min_duration, max_duration, max_utts)
+            kept = self._read(spec, tokenizer, min_duration, max_duration, max_utts, frame_rate)
             self.utterances += kept
             self.repeats += [spec.repeat] * len(kept)
         if not self.utterances:
@@ -141,6 +145,7 @@ class AsrDataset(Dataset):
         min_duration: float,
         max_duration: float,
         max_utts: int,
+        frame_rate: float,
     ) -> list[Utterance]:
         dropped: Counter[str] = Counter()
         kept: list[Utterance] = []
@@ -156,7 +161,7 @@ class AsrDataset(Dataset):
             if not tokens:
                 dropped["empty transcript"] += 1
                 continue
-            if len(tokens) > duration * ENCODER_FRAME_RATE:
+            if len(tokens) > duration * frame_rate:
                 dropped["more tokens than encoder frames"] += 1
                 continue
             kept.append(

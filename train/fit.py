@@ -269,7 +269,13 @@ class Trainer:
         manifest), with the configured duration limits."""
         d = self.cfg.data
         return AsrDataset(specs, self.tokenizer, self.feature_config, d.min_duration,
-                          d.max_utt_duration, max_utts=max_utts)
+                          d.max_utt_duration, max_utts=max_utts,
+                          frame_rate=self.encoder_frame_rate)
+
+    @property
+    def encoder_frame_rate(self) -> float:
+        """Encoder frames per second of the model being trained (12.5 at 8x subsampling)."""
+        return 1000.0 / (self.feature_config.frame_shift_ms * self.asr_model.cfg.subsampling)
 
     def objective(self) -> nn.Module:
         """The module a training step calls (and DDP wraps): the model itself unless a recipe

@@ -40,7 +40,7 @@ from edgeasr.tokenizer import Tokenizer
 
 from .checkpoint import load_checkpoint
 from .config import ConfigError, ManifestSpec, TrainConfig, read_config
-from .data import AsrDataset, Batch, Example, collate
+from .data import ENCODER_FRAME_RATE, AsrDataset, Batch, Example, collate
 from .fit import Trainer, _require_model_config
 from .fit import add_arguments as fit_arguments
 from .model import LossOutput, Transducer
@@ -113,8 +113,10 @@ class ParallelDataset(AsrDataset):
 
     def __init__(self, specs: list[ManifestSpec], tokenizer: Tokenizer, st_tokenizer: Tokenizer,
                  feature_config: FeatureConfig | None = None, min_duration: float = 0.0,
-                 max_duration: float = float("inf"), max_utts: int = 0) -> None:
-        super().__init__(specs, tokenizer, feature_config, min_duration, max_duration, max_utts)
+                 max_duration: float = float("inf"), max_utts: int = 0,
+                 frame_rate: float = ENCODER_FRAME_RATE) -> None:
+        super().__init__(specs, tokenizer, feature_config, min_duration, max_duration, max_utts,
+                         frame_rate)
         trans: dict[str, str] = {}
         for spec in specs:
             for cut in read_manifest(spec.manifest):
@@ -206,7 +208,8 @@ class StTrainer(Trainer):
     def make_dataset(self, specs: list[ManifestSpec], max_utts: int = 0) -> ParallelDataset:
         d = self.cfg.data
         return ParallelDataset(specs, self.tokenizer, self.st_tokenizer, self.feature_config,
-                               d.min_duration, d.max_utt_duration, max_utts)
+                               d.min_duration, d.max_utt_duration, max_utts,
+                               self.encoder_frame_rate)
 
     def forward_batch(self, module: nn.Module, batch: StBatch) -> LossOutput:  # type: ignore[override]
         """The multitask loss also takes the target-language ids."""
