@@ -194,6 +194,7 @@ class StEncoder(nn.Module):
         self.layers = nn.ModuleList(
             ConformerBlock(self.block_cfg) for _ in range(cfg.st.num_layers)
         )
+        self.out_norm = nn.LayerNorm(cfg.st.d_model)  # pre-norm blocks: one norm at the end
         self.out_proj = nn.Linear(cfg.st.d_model, cfg.st.joint_dim)
 
     def pool(self, frames: Tensor) -> Tensor:
@@ -225,7 +226,7 @@ class StEncoder(nn.Module):
         distance = (pos[:, None] - pos[None, :]).to(x.dtype)
         for layer in self.layers:
             x = layer(x, allowed, distance)
-        return self.out_proj(x), st_lens
+        return self.out_proj(self.out_norm(x)), st_lens
 
     def forward_chunk(self, frames: Tensor, caches: EncoderCaches) -> tuple[Tensor, EncoderCaches]:
         """One streaming step: ``frames [N, C, J]`` of one ASR chunk -> (``[N, C/ds, J_st]``,
@@ -242,7 +243,7 @@ class StEncoder(nn.Module):
             raise ValueError(f"ST caches must be attn {want[0]}, conv {want[1]}; got "
                              f"{tuple(caches.attn.shape)}, {tuple(caches.conv.shape)}")
         x, out = chunk_through_layers(self.layers, self.in_proj(self.pool(frames)), caches)
-        return self.out_proj(x), out
+        return self.out_proj(self.out_norm(x)), out
 
     def forward_chunk_tuple(
         self, frames: Tensor, attn_cache: Tensor, conv_cache: Tensor, processed_frames: Tensor
