@@ -34,6 +34,19 @@ QUANTIZED_MODULES: tuple[type[torch.nn.Module], ...] = (
 )
 
 
+#: Modules kept fp32 in int8 programs: the 8x front end's frame-pair merge (a stride-2 Conv1d)
+#: and the Linear feeding it. Quantized, the Linear's int8 output reaches the Conv1d through a
+#: transpose and XNNPACK refuses a conv whose input is quantized and weight is not ("Weight and
+#: Input should both be quantized"). Two small layers of the front end.
+FP32_MODULES: tuple[str, ...] = ("subsampling.out", "subsampling.merge")
+
+
+def _in_module(node: torch.fx.Node, suffixes: tuple[str, ...]) -> bool:
+    """Whether ``node`` was traced inside a module whose path ends with one of ``suffixes``."""
+    stack = node.meta.get("nn_module_stack") or {}
+    return any(str(path).endswith(suffixes) for path, _ in stack.values())
+
+
 class ExecuTorchExportError(EdgeAsrError, RuntimeError):
     """ExecuTorch is missing, or could not lower / quantize a graph."""
 
@@ -121,6 +134,7 @@ def quantize_pt2e(
             for n in model.graph.nodes:
                 if n.op == "call_function" and (
                     n.target == torch.ops.aten.cat.default or not _all_float(n)
+                    or _in_module(n, FP32_MODULES)
                 ):
                     n.meta[Q_ANNOTATION_KEY] = QuantizationAnnotation(_annotated=True)
             return super().annotate(model)

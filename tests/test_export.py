@@ -309,6 +309,32 @@ def test_executorch_export_and_parity(checkpoint: Path, tmp_path: Path) -> None:
     assert 1e-6 < int8 < 0.25 * scale, (int8, scale)
 
 
+@pytest.mark.slow
+def test_executorch_int8_encoder_with_8x_front_end(tmp_path: Path) -> None:
+    """The default model's 80 ms front end (frame-pair merge Conv1d) lowers to XNNPACK in int8
+    and the .pte tracks the torch encoder (it failed with "Weight and Input should both be
+    quantized" before the merge and its input Linear were kept fp32)."""
+    pytest.importorskip("executorch")
+    from edgeasr.export.executorch import export_pte, quantize_pt2e
+    from edgeasr.export.graphs import build_graphs
+    from edgeasr.export.parity import pte_runner
+    from edgeasr.train.model import Transducer, tiny_config
+
+    torch.manual_seed(0)
+    model = Transducer(tiny_config(subsampling=8)).eval()
+    graph = build_graphs(model)["encoder"]
+    feats = graph.example_inputs[0]
+    calib = [(torch.randn_like(feats),) + tuple(graph.example_inputs[1:]) for _ in range(2)]
+    pte = export_pte(graph, tmp_path / "enc8.pte", program=quantize_pt2e(graph, calib))
+    inputs = (torch.randn_like(feats),) + tuple(graph.example_inputs[1:])
+    out = pte_runner(pte)([x.numpy() for x in inputs])
+    with torch.no_grad():
+        ref = graph.module(*inputs)
+    err = float(np.abs(out[0] - ref[0].numpy()).max())
+    scale = float(ref[0].abs().max())
+    assert 0 < err < 0.25 * scale, (err, scale)
+
+
 def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["--describe", str(tmp_path / "missing")]) == 1
     assert "no such bundle" in capsys.readouterr().err
