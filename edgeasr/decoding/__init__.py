@@ -3,15 +3,20 @@
 Methods (``DecodingConfig.method``):
 
 ===========  ====================================================================
-``greedy``   HAT greedy search (:mod:`.greedy`)
+``greedy``   HAT greedy search (:mod:`.greedy`); on a TDT model it takes the jumps
 ``gated``    greedy + IAM/HAT dual blank thresholding (:mod:`.gating`)
-``tdt``      TDT greedy search with duration skipping (:mod:`.tdt`)
+``tdt``      TDT greedy search with duration skipping (:mod:`.tdt`); needs durations
 ``nar``      HAINAN non-autoregressive greedy search (:mod:`.nar`)
 ``viterbi``  best path through the HAINAN duration lattice (:mod:`.nar`)
 ``iam-ctc``  CTC greedy search on the null-predictor joint, durations ignored (:mod:`.nar`)
 ``sar``      NAR draft + predictor-conditioned refinement (:mod:`.sar`)
 ``beam``     modified beam search, optional blank penalty (:mod:`.beam`)
 ===========  ====================================================================
+
+``greedy`` and ``gated`` follow the model: on a TDT model they move by the duration head's jumps
+(so ``greedy`` is ``tdt`` there, with the bundle's symbols-per-frame bound). Visiting every frame
+of a TDT model is not a valid search: the model learned to jump over the frames after a token,
+never to say blank on them, and a frame-by-frame search repeats tokens there ("she she she").
 
 Predictors (``DecodingConfig.predictor``): ``stateless`` decodes the model's own HAT joint;
 ``llama`` decodes a factorized model (Transducer-Llama, :mod:`.factorized`): HAT blank, labels
@@ -180,6 +185,7 @@ def make_decoder(backend: Backend, config: DecodingConfig, lm: LabelLM | None = 
             or backend.spec.max_symbols_per_frame,
             blank_penalty=bp,
             gate=gate,
+            use_durations=backend.spec.has_durations,
             labels=labels,
         )
     if m == "tdt":
