@@ -457,6 +457,27 @@ def test_beam_one_equals_greedy_and_wider_beam_is_chunk_invariant() -> None:
     assert all(w.score >= n.score - 1e-6 for w, n in zip(b4, b1, strict=True))
 
 
+def test_tdt_beam_one_equals_tdt_greedy_and_jumps() -> None:
+    """On a TDT model the beam's extensions are (token, duration) pairs: beam 1 is TDT greedy
+    (tokens, frames, several symbols on one frame), any beam is chunk-invariant, a hypothesis
+    is not extended on the frames it jumps over, and a wider beam scores no worse."""
+    be = ToyBackend(durations=(0, 1, 2, 3), seed=4)
+    frames = random_frames(3, 16, seed=11)
+    g = run(TdtGreedyDecoder(be, max_symbols_per_frame=2), frames, chunk=4)[1]
+    b1_states, b1 = run(ModifiedBeamSearchDecoder(be, beam=1, max_symbols_per_frame=2), frames,
+                        chunk=4)
+    assert [h.tokens for h in b1] == [h.tokens for h in g]
+    assert [h.frames for h in b1] == [h.frames for h in g]
+    assert any(len(set(h.frames)) < len(h.frames) for h in b1)  # d = 0: two on one frame
+    # frames jumped over are never evaluated: fewer joint calls than frames x symbols
+    assert sum(s.stats.label_softmaxes for s in b1_states) < 3 * 16
+    b4 = run(ModifiedBeamSearchDecoder(be, beam=4, max_symbols_per_frame=2), frames, chunk=4)[1]
+    for chunk in (3, 16):
+        b = ModifiedBeamSearchDecoder(be, beam=4, max_symbols_per_frame=2)
+        assert same(run(b, frames, chunk=chunk)[1], b4)
+    assert all(w.score >= n.score - 1e-6 for w, n in zip(b4, b1, strict=True))
+
+
 @pytest.mark.parametrize("method", ["greedy", "beam"])
 def test_blank_penalty_reduces_blank_decisions(method: str) -> None:
     be = ToyBackend(seed=3, blank_bias=1.0)

@@ -203,5 +203,7 @@ def make_decoder(backend: Backend, config: DecodingConfig, lm: LabelLM | None = 
         return IamCtcDecoder(backend, blank_penalty=bp)
     if m == "sar":
         return SarDecoder(backend, steps=config.sar_steps, blank_penalty=bp)
-    return ModifiedBeamSearchDecoder(backend, beam=config.beam_size, blank_penalty=bp,
-                                     labels=labels)
+    return ModifiedBeamSearchDecoder(
+        backend, beam=config.beam_size, blank_penalty=bp, labels=labels,
+        max_symbols_per_frame=config.max_symbols_per_frame or DEFAULT_TDT_MAX_SYMBOLS,
+    )

@@ -1,10 +1,17 @@
-"""Modified beam search (icefall ``modified_beam_search``): one symbol per frame, beam ``k``.
+"""Modified beam search (icefall ``modified_beam_search``), beam ``k``, and its TDT form.
 
 At each frame every hypothesis is extended by blank (same tokens) or by one token; the ``k``
 best of all extensions survive, and extensions that end with the same token sequence are merged
 by adding their probabilities (log-sum-exp), as icefall does. Limiting each frame to one symbol
 makes the search frame-synchronous, so all hypotheses of all streams share one predictor call
 and one joint call per frame.
+
+On a TDT model the extensions are (token or blank, duration) pairs scored with the duration
+head's log-probs, as in the TDT loss: a hypothesis that jumps ``d`` frames is not extended on
+the ``d - 1`` frames it jumps over (``BeamHyp.skip``), which is TDT's speed-up and what the
+model was trained for; a token with duration 0 is extended again on the same frame, up to
+``max_symbols_per_frame`` symbols. With ``k = 1`` this is exactly TDT greedy search, whose
+argmax token and argmax duration are the best pair because the two heads are independent.
 
 ``blank_penalty`` (HENT-SRT, arXiv:2506.02157) is subtracted from the HAT blank logit before
 scoring: it shifts probability mass from blank to the labels and counters the transducer's bias
@@ -26,7 +33,7 @@ runs once per new surviving token sequence; a blank extension shares its parent'
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -38,12 +45,16 @@ from edgeasr.decoding.base import (
     Hypothesis,
     check_frames,
     full_logprobs,
+    log_softmax,
 )
 from edgeasr.decoding.factorized import FactorizedLabels
 from edgeasr.decoding.llama_predictor import LMState
 from edgeasr.hotwords import ContextGraph, ContextState
 
 __all__ = ["BeamHyp", "BeamState", "ModifiedBeamSearchDecoder"]
+
+#: The duration set of a model without a duration head: every extension moves one frame.
+_ONE_FRAME = np.ones(1, dtype=np.int64)
 
 
 @dataclass
@@ -60,6 +71,8 @@ class BeamHyp:
     hw: ContextState | None = None  # context-graph state (None: the root / no hotwords)
     lm: LMState | None = None
     lm_from: LMState | None = None
+    skip: int = 0  # frames of a TDT jump still to pass before the hypothesis is extended
+    stay: bool = False  # emitted with duration 0: extended again on the same frame
 
 
 @dataclass
@@ -74,15 +87,21 @@ class ModifiedBeamSearchDecoder:
     """Frame-synchronous beam search over a batch of streams."""
 
     def __init__(self, backend: Backend, *, beam: int = 4, blank_penalty: float = 0.0,
-                 labels: FactorizedLabels | None = None) -> None:
+                 labels: FactorizedLabels | None = None, max_symbols_per_frame: int = 4) -> None:
         if beam < 1:
             raise DecodingError(f"beam size must be >= 1, got {beam}")
+        if max_symbols_per_frame < 1:
+            raise DecodingError(f"max_symbols_per_frame must be >= 1, got {max_symbols_per_frame}")
         if labels is not None:
             labels.check(backend)
         self.backend = backend
         self.beam = beam
         self.blank_penalty = float(blank_penalty)
         self.labels = labels
+        spec = backend.spec
+        self.durations = np.asarray(spec.durations, dtype=np.int64) if spec.has_durations else None
+        # without durations every token moves a frame (icefall's one symbol per frame)
+        self.max_symbols = max_symbols_per_frame if self.durations is not None else 1
 
     def _root_lm(self) -> LMState | None:
         return self.labels.root() if self.labels else None
@@ -96,7 +115,8 @@ class ModifiedBeamSearchDecoder:
         return BeamState(
             frame_offset=state.frame_offset,
             segment_start=state.frame_offset,
-            hyps=[BeamHyp((), (), 0.0, top.context, top.p, lm=self._root_lm())],
+            hyps=[BeamHyp((), (), 0.0, top.context, top.p, lm=self._root_lm(),
+                          skip=top.skip)],
             hotwords=state.hotwords,
         )
 
@@ -134,60 +154,93 @@ class ModifiedBeamSearchDecoder:
         check_frames(frames, len(states), self.backend.spec.joint_dim)
         _, c, _ = frames.shape
         am = self.labels.acoustic(self.backend, frames) if self.labels else None
-        self._update_predictor([h for s in states for h in s.hyps])
         for t in range(c):
-            owner = np.array([i for i, s in enumerate(states) for _ in s.hyps], dtype=np.int64)
-            flat = [h for s in states for h in s.hyps]
-            e = frames[owner, t]
-            p = np.stack([h.p for h in flat])
-            hid, blank_logit, _ = self.backend.joint_blank(e, p)
-            if self.labels is None:
-                labels = self.backend.joint_labels(hid)
-            else:
-                labels = self.labels.label_log_probs(am[owner, t], [h.lm for h in flat])
-            b = np.asarray(blank_logit, dtype=np.float32) - self.blank_penalty
-            logp = full_logprobs(b, labels).astype(np.float64)
-            start = 0
+            done: list[list[BeamHyp]] = []
+            frontier: list[list[BeamHyp]] = []
             for s in states:
-                m = len(s.hyps)
-                s.hyps = self._expand(s, logp[start : start + m], s.frame_offset + t)
                 s.stats.frames += 1
-                s.stats.label_softmaxes += m
-                start += m
-            self._update_predictor([h for s in states for h in s.hyps])
-            self._update_lm([h for s in states for h in s.hyps])
+                frontier.append([h for h in s.hyps if h.skip == 0])
+                done.append([replace(h, skip=h.skip - 1) for h in s.hyps if h.skip > 0])
+            for r in range(self.max_symbols):
+                owner = np.array([i for i, f in enumerate(frontier) for _ in f], dtype=np.int64)
+                if owner.size == 0:
+                    break
+                flat = [h for f in frontier for h in f]
+                self._update_predictor(flat)
+                self._update_lm(flat)
+                hid, blank_logit, dur_logits = self.backend.joint_blank(
+                    frames[owner, t], np.stack([h.p for h in flat]))
+                if self.labels is None:
+                    labels = self.backend.joint_labels(hid)
+                else:
+                    labels = self.labels.label_log_probs(am[owner, t], [h.lm for h in flat])
+                b = np.asarray(blank_logit, dtype=np.float32) - self.blank_penalty
+                logp = full_logprobs(b, labels).astype(np.float64)
+                dur = (log_softmax(np.asarray(dur_logits)).astype(np.float64)
+                       if self.durations is not None else np.zeros((len(flat), 1)))
+                start = 0
+                for i, s in enumerate(states):
+                    m = len(frontier[i])
+                    if m == 0:
+                        continue
+                    s.stats.label_softmaxes += m
+                    frontier[i], done[i] = self._expand(
+                        s, frontier[i], logp[start : start + m], dur[start : start + m],
+                        done[i], s.frame_offset + t, last=r == self.max_symbols - 1)
+                    start += m
+            for s, d in zip(states, done, strict=True):
+                s.hyps = sorted(d, key=lambda h: -h.score)[: self.beam]
         for s in states:
             s.frame_offset += c
 
-    def _expand(self, s: BeamState, logp: np.ndarray, frame: int) -> list[BeamHyp]:
-        """Top-``k`` one-symbol extensions of a stream's hypotheses, merged by token sequence."""
+    def _expand(
+        self, s: BeamState, hyps: list[BeamHyp], logp: np.ndarray, dur: np.ndarray,
+        done: list[BeamHyp], frame: int, *, last: bool,
+    ) -> tuple[list[BeamHyp], list[BeamHyp]]:
+        """One extension round of a stream's hypotheses that sit on ``frame``.
+
+        Each candidate is (token or blank, duration) scored ``score + logp + dur``. Blank and
+        any token with a duration >= 1 finish the frame (into ``done``, with the rest of the
+        jump as ``skip``); a token with duration 0 stays on the frame for another round
+        (``frontier``) unless this is the ``last`` allowed one. The ``k`` best of the new
+        candidates, the frontier and the already finished hypotheses survive; candidates with
+        the same tokens and the same place are merged (log-sum-exp). Returns
+        ``(frontier, done)``."""
         v = logp.shape[1]
         g = s.hotwords
         if g is not None:
-            logp = logp + self._bonus(g, s.hyps, v)
-        cand = (np.array([h.score for h in s.hyps])[:, None] + logp).reshape(-1)
+            logp = logp + self._bonus(g, hyps, v)
+        durs = self.durations if self.durations is not None else _ONE_FRAME
+        cand = (np.array([h.score for h in hyps])[:, None, None] + logp[:, :, None]
+                + dur[:, None, :]).reshape(-1)
         order = np.argsort(-cand, kind="stable")[: self.beam]
-        merged: dict[tuple[int, ...], BeamHyp] = {}
+        merged: dict[tuple, BeamHyp] = {("done", h.tokens, h.skip): h for h in done}
+        per_hyp = v * len(durs)
         for idx in order:
-            src = s.hyps[idx // v]
-            tok = int(idx % v)
+            src = hyps[idx // per_hyp]
+            tok, d = divmod(int(idx % per_hyp), len(durs))
+            d = int(durs[d])
             score = float(cand[idx])
             if tok == BLANK:
-                new = BeamHyp(src.tokens, src.frames, score, src.context, src.p, src.hw, src.lm)
+                new = BeamHyp(src.tokens, src.frames, score, src.context, src.p, src.hw, src.lm,
+                              skip=max(d, 1) - 1)
             else:
                 ctx = (*src.context[1:], tok)
+                stay = d == 0 and not last
                 new = BeamHyp((*src.tokens, tok), (*src.frames, frame), score, ctx,
-                              lm_from=src.lm)
+                              lm_from=src.lm, skip=0 if stay else max(d, 1) - 1, stay=stay)
                 if g is not None:
                     new.hw = g.step(src.hw or g.root, tok)[1]
-            old = merged.get(new.tokens)
+            key = ("stay" if new.stay else "done", new.tokens, new.skip)
+            old = merged.get(key)
             if old is None:
-                merged[new.tokens] = new
+                merged[key] = new
             else:
                 old.score = float(np.logaddexp(old.score, new.score))
                 if old.lm is None and new.lm is not None:  # same history: reuse its state
                     old.lm, old.lm_from = new.lm, None
-        return sorted(merged.values(), key=lambda h: -h.score)
+        best = sorted(merged.values(), key=lambda h: -h.score)[: self.beam]
+        return [h for h in best if h.stay], [replace(h, stay=False) for h in best if not h.stay]
 
     @staticmethod
     def _bonus(g: ContextGraph, hyps: list[BeamHyp], v: int) -> np.ndarray:
