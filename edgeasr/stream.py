@@ -525,7 +525,7 @@ class Recognizer:
             is_final=stream._finalized,
             segment=stream._segment,
             start_time=st.segment_start * shift,
-            stats=st.stats.as_dict(),
+            stats={**st.stats.as_dict(), "encoder_frames": st.frame_offset - st.segment_start},
         )
 
     def is_endpoint(self, stream: Stream) -> bool:

@@ -75,6 +75,7 @@ def test_tail_flush(bundle, method: str, where: str) -> None:
     tokens, chunks = offline_decode(rec, padded)
     assert r.tokens == tokens and len(tokens) > 0
     assert r.stats["frames"] == chunks * rec.spec.chunk_frames
+    assert r.stats["encoder_frames"] == chunks * rec.spec.chunk_frames
     # every real feature frame lies in the advancing part of a decoded chunk: nothing lost
     assert chunks * shift >= real_frames
     assert r.timestamps[-1] < chunks * rec.spec.chunk_frames * rec.spec.frame_shift_s

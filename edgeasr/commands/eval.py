@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     rec = recognizer_from_args(args)
     rows, failed = [], []
     totals = {"audio": 0.0, "decode": 0.0, "e2e": 0.0}
-    stats = {"frames": 0, "skipped_frames": 0, "label_softmaxes": 0, "skipped_softmaxes": 0}
+    stats = {"frames": 0, "skipped_frames": 0, "label_softmaxes": 0, "skipped_softmaxes": 0,
+             "encoder_frames": 0}
     out = args.out.open("w", encoding="utf-8") if args.out else None
     try:
         for cut in tqdm(cuts, unit="utt", file=sys.stderr, disable=len(cuts) < 2):
@@ -130,6 +131,11 @@ def run(args: argparse.Namespace) -> int:
           f"skipped softmaxes (HAT) "
           f"{100 * _rate(stats['skipped_softmaxes'], label_total):.1f}%  "
           f"p50 utt RTF {float(np.median([r['rtf'] or 0 for r in rows])):.4f}")
+    if stats["encoder_frames"]:
+        joint = stats["frames"] - stats["skipped_frames"]
+        print(f"frames the predictor joint never saw (TDT jumps + IAM gate) "
+              f"{100 * (1 - _rate(joint, stats['encoder_frames'])):.1f}% "
+              f"of {stats['encoder_frames']}")
     if failed:
         print(f"edgeasr: {len(failed)} utterance(s) failed:", file=sys.stderr)
         for uid, why in failed:
