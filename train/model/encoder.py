@@ -299,7 +299,9 @@ def chunk_through_layers(layers: nn.ModuleList, x: Tensor,
         new_conv.append(cv)
     out = EncoderCaches(
         attn=torch.stack(new_attn), conv=torch.stack(new_conv),
-        processed_frames=caches.processed_frames + c,
+        # a tensor, not ``+ c``: PT2E quantization turns a Python scalar operand into a float32
+        # constant, and the int8 .pte then returned processed_frames as float
+        processed_frames=caches.processed_frames + torch.full_like(caches.processed_frames, c),
     )
     return x, out
 
