@@ -267,11 +267,35 @@ def test_iam_blank_from_joint_blank_equals_iam_joint() -> None:
 
 
 def test_hat_threshold_skips_label_calls() -> None:
-    be = ToyBackend()
+    """θ_HAT decides blank without the label head: fewer label rows are computed than
+    without the gate, and the visits it decided count as skipped softmaxes."""
     frames = random_frames(2, 16, seed=2)
-    states, _ = run(GreedyDecoder(be, gate=DualBlankGate(1.0, 0.3)), frames, chunk=4)
-    assert be.calls["label_rows"] == sum(s.stats.label_softmaxes for s in states)
+    be, plain_be = ToyBackend(), ToyBackend()
+    states, gated = run(GreedyDecoder(be, gate=DualBlankGate(1.0, 0.3)), frames, chunk=4)
+    plain_states, plain = run(GreedyDecoder(plain_be), frames, chunk=4)
     assert sum(s.stats.skipped_softmaxes for s in states) > 0
+    assert be.calls["label_rows"] < plain_be.calls["label_rows"]
+    # every visit of the plain search needed the labels; the gated one only some of them
+    assert sum(s.stats.label_softmaxes for s in plain_states) == sum(
+        s.stats.frames for s in plain_states)
+    assert sum(s.stats.label_softmaxes + s.stats.skipped_softmaxes for s in states) == sum(
+        s.stats.frames for s in states)
+
+
+def test_one_joint_call_per_emission_not_per_frame() -> None:
+    """The joint of the frames a stream may still visit is one batched call per emission
+    round (the predictor output only changes on emission), so a chunk costs ~1 + tokens
+    calls, not one per frame; the result is the per-frame reference's."""
+    be = ToyBackend(blank_bias=2.0)
+    frames = random_frames(3, 16, seed=5)
+    states, hyps = run(GreedyDecoder(be), frames, chunk=8)
+    for i in range(3):
+        assert list(hyps[i].tokens) == reference_greedy(ToyBackend(blank_bias=2.0), frames[i])
+    tokens = sum(len(h.tokens) for h in hyps)
+    visits = sum(s.stats.frames for s in states)
+    assert 0 < tokens < visits
+    assert be.calls["joint_blank"] <= 2 + tokens + 2  # 2 chunks, + one round per emission
+    assert be.calls["joint_blank"] < visits
 
 
 # --------------------------------------------------------------------------- TDT

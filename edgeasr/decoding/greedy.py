@@ -136,98 +136,127 @@ class GreedyDecoder:
         symbols = np.zeros(n, dtype=np.int64)  # tokens emitted on the current frame
         counted = np.full(n, -1, dtype=np.int64)  # last frame counted in stats.frames
         while True:
-            active = np.flatnonzero(t < c)
-            if active.size == 0:
+            active = [i for i in range(n) if t[i] < c]
+            if not active:
                 break
+            # The predictor output of a stream changes only when it emits, so the joint of
+            # every frame it may still visit with the current output is one batched call;
+            # the walk below reads those rows until the stream emits (or leaves the chunk).
+            owner, at = [], []
             for i in active:
-                if counted[i] != t[i]:
-                    counted[i] = t[i]
-                    states[i].stats.frames += 1
-            gated = skip_frame[active, t[active]]
-            for i in active[gated]:
-                states[i].stats.skipped_frames += 1
-                t[i] += 1
-                symbols[i] = 0
-            run = active[~gated]
-            if run.size == 0:
-                continue
-            self._step(frames, states, run, t, symbols, am)
+                for u in range(int(t[i]), c):
+                    if not skip_frame[i, u]:
+                        owner.append(i)
+                        at.append(u)
+            rows = self._joint_rows(frames, states, np.asarray(owner, dtype=np.int64),
+                                    np.asarray(at, dtype=np.int64), am)
+            emitted: list[GreedyState] = []
+            for i in active:
+                if self._walk(states[i], i, t, symbols, counted, skip_frame[i], rows, c):
+                    emitted.append(states[i])
+            if self.labels is not None and emitted:
+                new = self.labels.advance([s.lm for s in emitted], [s.tokens[-1] for s in emitted])
+                for s, lm in zip(emitted, new, strict=True):
+                    s.lm = lm
+            self._update_predictor(emitted)
         for i, s in enumerate(states):
             s.pending_skip = int(t[i] - c)
             s.frame_offset += c
 
-    def _step(
+    def _joint_rows(
         self,
         frames: np.ndarray,
         states: list[GreedyState],
-        run: np.ndarray,
-        t: np.ndarray,
-        symbols: np.ndarray,
-        am: np.ndarray | None = None,
-    ) -> None:
-        """Evaluate the joint once for streams ``run`` at their current frames; advance them.
-        ``am [N, C, V-1]``: the chunk's acoustic label log-probs (factorized models only)."""
-        e = frames[run, t[run]]
-        p = np.stack([states[i].p for i in run])
+        owner: np.ndarray,
+        at: np.ndarray,
+        am: np.ndarray | None,
+    ) -> dict[tuple[int, int], tuple[np.ndarray | None, float, int]]:
+        """The joint of frames ``at`` of streams ``owner`` with their current predictor
+        outputs, in one ``joint_blank`` and (for the rows that need it) one ``joint_labels``
+        call: ``{(stream, frame): (log-probs over V or None when blank was decided without
+        the labels, blank logit, duration)}``."""
+        if owner.size == 0:
+            return {}
+        e = frames[owner, at]
+        p = np.stack([states[i].p for i in owner])
         h, blank_logit, dur_logits = self.backend.joint_blank(e, p)
         blank_logit = np.asarray(blank_logit, dtype=np.float32) - self.blank_penalty
-        tokens = np.full(run.size, BLANK, dtype=np.int64)
         need = (
             ~self.gate.hat_skip(sigmoid(blank_logit))
             if self.gate is not None
-            else np.ones(run.size, dtype=bool)
+            else np.ones(owner.size, dtype=bool)
         )
-        biased = np.array([states[i].hotwords is not None for i in run], dtype=bool)
-        if self.gate is not None and biased.any():
+        if self.gate is not None:
             # a boosted token can beat blank only if log P(non-blank) + boost > log P(blank),
             # i.e. boost > blank_logit: evaluate the labels exactly there
-            top = np.array([states[i].hotwords.max_boost if states[i].hotwords else 0.0
-                            for i in run], dtype=np.float32)
-            need |= biased & (top > blank_logit)
+            top = np.array([states[i].hotwords.max_boost if states[i].hotwords else -np.inf
+                            for i in owner], dtype=np.float32)
+            need |= top > blank_logit
+        logp: list[np.ndarray | None] = [None] * owner.size
         if need.any():
-            rows = run[need]
+            sel = np.flatnonzero(need)
             if self.labels is None:
-                labels = self.backend.joint_labels(h[need])
+                labels = self.backend.joint_labels(h[sel])
             else:
-                labels = self.labels.label_log_probs(am[rows, t[rows]],
-                                                     [states[i].lm for i in rows])
-            logp = full_logprobs(blank_logit[need], labels)
-            for row, k in enumerate(np.flatnonzero(need)):
-                s = states[run[k]]
-                if s.hotwords is None:
-                    continue
-                for tok, bonus in s.hotwords.bonuses(s.hotword_state or s.hotwords.root).items():
-                    logp[row, tok] += bonus
-            tokens[need] = np.argmax(logp, axis=-1)
-        if self.durations is not None:
-            dur = self.durations[np.argmax(dur_logits, axis=-1)]
-        emitted: list[GreedyState] = []
-        for k, i in enumerate(run):
-            s = states[i]
-            if need[k]:
-                s.stats.label_softmaxes += 1
-            else:
+                labels = self.labels.label_log_probs(am[owner[sel], at[sel]],
+                                                     [states[i].lm for i in owner[sel]])
+            for k, row in zip(sel, full_logprobs(blank_logit[sel], labels), strict=True):
+                logp[k] = row
+        dur = (self.durations[np.argmax(dur_logits, axis=-1)] if self.durations is not None
+               else np.zeros(owner.size, dtype=np.int64))
+        return {(int(i), int(u)): (logp[k], float(blank_logit[k]), int(dur[k]))
+                for k, (i, u) in enumerate(zip(owner, at, strict=True))}
+
+    def _walk(
+        self,
+        s: GreedyState,
+        i: int,
+        t: np.ndarray,
+        symbols: np.ndarray,
+        counted: np.ndarray,
+        gated: np.ndarray,
+        rows: dict[tuple[int, int], tuple[np.ndarray | None, float, int]],
+        c: int,
+    ) -> bool:
+        """Advance stream ``i`` through its precomputed rows from ``t[i]`` until it emits a
+        token (True: its predictor output is stale now) or leaves the chunk (False)."""
+        while t[i] < c:
+            u = int(t[i])
+            if counted[i] != u:
+                counted[i] = u
+                s.stats.frames += 1
+            if gated[u]:
+                s.stats.skipped_frames += 1
+                t[i] += 1
+                symbols[i] = 0
+                continue
+            logp, _, dur = rows[(i, u)]
+            if logp is None:
                 s.stats.skipped_softmaxes += 1
-            tok = int(tokens[k])
-            if tok == BLANK:
-                advance = max(int(dur[k]), 1) if self.durations is not None else 1
+                tok = BLANK
             else:
-                s.tokens.append(tok)
-                s.token_frames.append(s.frame_offset + int(t[i]))
-                s.context = [*s.context[1:], tok]
-                s.p = None
-                emitted.append(s)
+                s.stats.label_softmaxes += 1
                 if s.hotwords is not None:
-                    _, s.hotword_state = s.hotwords.step(s.hotword_state or s.hotwords.root, tok)
-                symbols[i] += 1
-                advance = int(dur[k]) if self.durations is not None else 0
-                if advance == 0 and symbols[i] >= self.max_symbols:
-                    advance = 1
+                    logp = logp.copy()
+                    for k, bonus in s.hotwords.bonuses(s.hotword_state or s.hotwords.root).items():
+                        logp[k] += bonus
+                tok = int(np.argmax(logp))
+            if tok == BLANK:
+                t[i] += max(dur, 1) if self.durations is not None else 1
+                symbols[i] = 0
+                continue
+            s.tokens.append(tok)
+            s.token_frames.append(s.frame_offset + u)
+            s.context = [*s.context[1:], tok]
+            s.p = None
+            if s.hotwords is not None:
+                _, s.hotword_state = s.hotwords.step(s.hotword_state or s.hotwords.root, tok)
+            symbols[i] += 1
+            advance = dur if self.durations is not None else 0
+            if advance == 0 and symbols[i] >= self.max_symbols:
+                advance = 1
             if advance:
                 t[i] += advance
                 symbols[i] = 0
-        if self.labels is not None and emitted:
-            new = self.labels.advance([s.lm for s in emitted], [s.tokens[-1] for s in emitted])
-            for s, lm in zip(emitted, new, strict=True):
-                s.lm = lm
-        self._update_predictor([states[i] for i in run])
+            return True
+        return False
