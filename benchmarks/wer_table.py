@@ -60,7 +60,13 @@ def decoding_config(spec: str) -> DecodingConfig:
 
 
 def eval_decoder(rec: Recognizer, cuts: list[Any]) -> dict[str, Any]:
-    """WER and decode RTF of ``rec`` on ``cuts`` (failed cuts are counted, not fatal)."""
+    """WER, decode RTF (encoder + search) and search RTF (the decoder's ``decode_chunk`` and
+    ``finalize`` alone: what the IAM gate and TDT skipping save) of ``rec`` on ``cuts``
+    (failed cuts are counted, not fatal)."""
+    from benchmarks.metrics import TimedDecoder
+
+    timed = TimedDecoder(rec.decoder)
+    rec.decoder = timed
     refs, hyps, ids, audio, decode, failed = [], [], [], 0.0, 0.0, 0
     stats = {"frames": 0, "skipped_frames": 0, "encoder_frames": 0}
     for cut in cuts:
@@ -76,9 +82,12 @@ def eval_decoder(rec: Recognizer, cuts: list[Any]) -> dict[str, Any]:
         decode += dec
         for k in stats:
             stats[k] += r.stats.get(k, 0)
+    rec.decoder = timed.inner
+    search = sum(timed.chunk_times) + sum(timed.finalize_times)
     w = wer(refs, hyps, ids=ids)
     return {
         "wer": round(100 * w.rate, 2), "rtf": round(decode / audio, 4) if audio else None,
+        "search_rtf": round(search / audio, 5) if audio else None,
         "utts": len(refs), "failed": failed, "audio_s": round(audio, 1),
         "frame_skip": round(stats["skipped_frames"] / stats["frames"], 4)
         if stats["frames"] else 0.0,
@@ -130,8 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, manifest in sets.items():
             cuts = read_manifest(manifest)[: args.limit]
             results[method][name] = eval_decoder(rec, cuts)
-            print(f"{method:10s} {name:8s} WER {results[method][name]['wer']}%  "
-                  f"RTF {results[method][name]['rtf']}", file=sys.stderr, flush=True)
+            c = results[method][name]
+            print(f"{method:10s} {name:8s} WER {c['wer']}%  RTF {c['rtf']}  "
+                  f"search RTF {c['search_rtf']}", file=sys.stderr, flush=True)
     if not args.no_pocketsphinx:
         results["pocketsphinx"] = {
             name: eval_pocketsphinx(read_manifest(m)[: args.limit], m, args.limit)
@@ -150,12 +160,13 @@ def main(argv: list[str] | None = None) -> int:
             skip = f", IAM skip {100 * c['frame_skip']:.0f}%" if c.get("frame_skip") else ""
             if c.get("joint_skip"):
                 skip += f", unjoined {100 * c['joint_skip']:.0f}%"
-            cells.append(f"{c['wer']:.1f} (RTF {c['rtf']:.3f}{skip})")
+            cells.append(f"{c['wer']:.1f} (RTF {c['rtf']:.3f}, search {c['search_rtf']:.4f}{skip})")
         print(f"| {method} | {' | '.join(cells)} |")
     print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"{args.num_threads} thread(s), load {os.getloadavg()[0]:.2f}, "
           f"{time.time() - t0:.0f} s; cells: WER % (decode RTF = encoder + search "
-          f"compute / audio, IAM-gated frames, frames the predictor joint never saw)")
+          f"compute / audio, search RTF = decoder alone, IAM-gated frames, frames the predictor "
+          f"joint never saw)")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"sets": {k: str(v) for k, v in sets.items()},
