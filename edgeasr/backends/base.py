@@ -233,6 +233,12 @@ def stack_caches(per_stream: Sequence[Caches], specs: Sequence[CacheSpec]) -> Ca
     """Concatenate single-stream caches along each cache's batch axis (one encoder call)."""
     if not per_stream:
         raise BackendError("stack_caches: no streams given")
+    if len(per_stream) == 1:  # one stream: its own arrays, no copy (they are never mutated)
+        c = per_stream[0]
+        missing = [s.name for s in specs if s.name not in c]
+        if missing:
+            raise BackendError(f"stream caches lack {missing[0]!r}")
+        return {s.name: c[s.name] for s in specs}
     out: Caches = {}
     for spec in specs:
         try:
@@ -255,6 +261,9 @@ def split_caches(batched: Caches, specs: Sequence[CacheSpec], n: int) -> list[Ca
                 f"cache {spec.name!r}: batch axis {spec.batch_axis} has "
                 f"{arr.shape[spec.batch_axis]} entries, expected {n}"
             )
+        if n == 1:
+            out[0][spec.name] = np.ascontiguousarray(arr)  # a runtime's output: no copy
+            continue
         for i, part in enumerate(np.split(arr, n, axis=spec.batch_axis)):
             out[i][spec.name] = np.ascontiguousarray(part)
     return out

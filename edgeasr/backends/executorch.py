@@ -55,7 +55,9 @@ class _Method(LoadedGraph):
 
     def _execute(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         outs = self.method.execute([torch.from_numpy(np.ascontiguousarray(a)) for a in arrays])
-        return [o.numpy() for o in outs]
+        # copies: outputs may live in the program's planned memory, which the next call reuses
+        # (and a stream's new caches are fed back in as that call's inputs)
+        return [o.numpy().copy() for o in outs]
 
     def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         n = arrays[0].shape[self.in_axes[0]]
