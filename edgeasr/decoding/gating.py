@@ -45,14 +45,24 @@ class DualBlankGate:
             if not 0.0 < v <= 1.0:
                 raise DecodingError(f"{name} must be in (0, 1], got {v}")
 
+    @property
+    def gates_frames(self) -> bool:
+        """Whether the IAM gate can drop a frame at all (θ_IAM < 1)."""
+        return self.iam_threshold < 1.0
+
+    def iam_skip_logits(self, iam_blank_logit: np.ndarray) -> np.ndarray:
+        """Frames whose IAM blank probability ``sigmoid(logit)`` exceeds ``θ_IAM``."""
+        return sigmoid(iam_blank_logit) > self.iam_threshold
+
     def iam_skip(self, backend: Backend, frames: np.ndarray) -> np.ndarray:
-        """``bool[N, C]``: frames whose IAM blank probability exceeds ``θ_IAM`` (one call)."""
+        """``bool[N, C]``: frames whose IAM blank probability exceeds ``θ_IAM`` (one call).
+        The greedy search folds this into its first joint call of a chunk instead."""
         n, c, j = frames.shape
-        if self.iam_threshold >= 1.0:
+        if not self.gates_frames:
             return np.zeros((n, c), dtype=bool)
         flat = frames.reshape(n * c, j)
         _, blank_logit, _ = backend.joint_blank(flat, np.zeros_like(flat))
-        return (sigmoid(blank_logit) > self.iam_threshold).reshape(n, c)
+        return self.iam_skip_logits(blank_logit).reshape(n, c)
 
     def hat_skip(self, blank_prob: np.ndarray) -> np.ndarray:
         """``bool[M]``: joint evaluations whose HAT blank probability exceeds ``θ_HAT``."""

@@ -126,11 +126,9 @@ class GreedyDecoder:
         check_frames(frames, len(states), self.backend.spec.joint_dim)
         n, c, _ = frames.shape
         self._update_predictor(states)
-        skip_frame = (
-            self.gate.iam_skip(self.backend, frames)
-            if self.gate is not None
-            else np.zeros((n, c), dtype=bool)
-        )
+        # IAM-gated frames; filled by the first round's joint call (see _joint_rows)
+        skip_frame = np.zeros((n, c), dtype=bool)
+        gate_frames = self.gate is not None and self.gate.gates_frames
         am = self.labels.acoustic(self.backend, frames) if self.labels else None
         t = np.array([s.pending_skip for s in states], dtype=np.int64)
         symbols = np.zeros(n, dtype=np.int64)  # tokens emitted on the current frame
@@ -149,7 +147,9 @@ class GreedyDecoder:
                         owner.append(i)
                         at.append(u)
             rows = self._joint_rows(frames, states, np.asarray(owner, dtype=np.int64),
-                                    np.asarray(at, dtype=np.int64), am)
+                                    np.asarray(at, dtype=np.int64), am,
+                                    skip_frame if gate_frames else None)
+            gate_frames = False  # the first round covered every frame a stream can visit
             emitted: list[GreedyState] = []
             for i in active:
                 if self._walk(states[i], i, t, symbols, counted, skip_frame[i], rows, c):
@@ -170,21 +170,35 @@ class GreedyDecoder:
         owner: np.ndarray,
         at: np.ndarray,
         am: np.ndarray | None,
+        iam_skip: np.ndarray | None = None,
     ) -> dict[tuple[int, int], tuple[np.ndarray | None, float, int]]:
         """The joint of frames ``at`` of streams ``owner`` with their current predictor
         outputs, in one ``joint_blank`` and (for the rows that need it) one ``joint_labels``
         call: ``{(stream, frame): (log-probs over V or None when blank was decided without
-        the labels, blank logit, duration)}``."""
+        the labels, blank logit, duration)}``.
+
+        ``iam_skip [N, C]``: also compute the IAM blank of those frames (the same joint with a
+        zero predictor output) *in the same call*, and mark there the frames the gate drops,
+        whose labels are then not computed: the gate costs no extra graph call."""
         if owner.size == 0:
             return {}
+        m = owner.size
         e = frames[owner, at]
         p = np.stack([states[i].p for i in owner])
-        h, blank_logit, dur_logits = self.backend.joint_blank(e, p)
-        blank_logit = np.asarray(blank_logit, dtype=np.float32) - self.blank_penalty
+        if iam_skip is not None:
+            h, raw, dur_logits = self.backend.joint_blank(
+                np.concatenate([e, e]), np.concatenate([p, np.zeros_like(p)]))
+            iam_skip[owner, at] = self.gate.iam_skip_logits(np.asarray(raw[m:]))
+            h, raw, dur_logits = h[:m], raw[:m], dur_logits[:m]
+            gated = iam_skip[owner, at]
+        else:
+            h, raw, dur_logits = self.backend.joint_blank(e, p)
+            gated = np.zeros(m, dtype=bool)
+        blank_logit = np.asarray(raw, dtype=np.float32) - self.blank_penalty
         need = (
             ~self.gate.hat_skip(sigmoid(blank_logit))
             if self.gate is not None
-            else np.ones(owner.size, dtype=bool)
+            else np.ones(m, dtype=bool)
         )
         if self.gate is not None:
             # a boosted token can beat blank only if log P(non-blank) + boost > log P(blank),
@@ -192,6 +206,7 @@ class GreedyDecoder:
             top = np.array([states[i].hotwords.max_boost if states[i].hotwords else -np.inf
                             for i in owner], dtype=np.float32)
             need |= top > blank_logit
+        need &= ~gated
         logp: list[np.ndarray | None] = [None] * owner.size
         if need.any():
             sel = np.flatnonzero(need)
