@@ -72,7 +72,9 @@ def eval_decoder(rec: Recognizer, cuts: list[Any]) -> dict[str, Any]:
     for cut in cuts:
         try:
             r, dur, dec, _ = decode_cut(rec, cut)
-        except (EdgeAsrError, OSError):
+        except (EdgeAsrError, OSError) as e:
+            if not failed:
+                print(f"  {cut.id}: {e} (reported once per cell)", file=sys.stderr)
             failed += 1
             continue
         refs.append(cut.text)
@@ -116,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="a test set (repeatable)")
     ap.add_argument("--decoders", default="greedy,tdt,iam-ctc,nar",
                     help="comma-separated decoding methods; gated@0.9 sets θ_IAM")
+    ap.add_argument("--backend", default="onnxruntime",
+                    choices=["onnxruntime", "executorch", "torch"])
     ap.add_argument("--precision", default=None, choices=["fp32", "int8"])
     ap.add_argument("--limit", type=int, default=200, help="utterances per set")
     ap.add_argument("--num-threads", type=int, default=1)
@@ -130,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     for method in methods:
         try:
-            rec = Recognizer.from_bundle(args.bundle, decoding=decoding_config(method),
+            rec = Recognizer.from_bundle(args.bundle, backend=args.backend,
+                                         decoding=decoding_config(method),
                                          num_threads=args.num_threads, precision=args.precision)
         except EdgeAsrError as e:
             results[method] = {name: {"wer": None, "status": str(e)} for name in sets}
@@ -154,15 +159,17 @@ def main(argv: list[str] | None = None) -> int:
         cells = []
         for n in names:
             c = row[n]
-            if c.get("wer") is None:
-                cells.append("n/a")
+            if c.get("wer") is None or c.get("utts") == 0:
+                cells.append("n/a" if not c.get("failed") else f"failed ({c['failed']} utts)")
                 continue
             skip = f", IAM skip {100 * c['frame_skip']:.0f}%" if c.get("frame_skip") else ""
             if c.get("joint_skip"):
                 skip += f", unjoined {100 * c['joint_skip']:.0f}%"
-            cells.append(f"{c['wer']:.1f} (RTF {c['rtf']:.3f}, search {c['search_rtf']:.4f}{skip})")
+            search = f", search {c['search_rtf']:.4f}" if c.get("search_rtf") is not None else ""
+            cells.append(f"{c['wer']:.1f} (RTF {c['rtf']:.3f}{search}{skip})")
         print(f"| {method} | {' | '.join(cells)} |")
-    print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+    print(f"\n{args.backend} {args.precision or 'default precision'}, "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"{args.num_threads} thread(s), load {os.getloadavg()[0]:.2f}, "
           f"{time.time() - t0:.0f} s; cells: WER % (decode RTF = encoder + search "
           f"compute / audio, search RTF = decoder alone, IAM-gated frames, frames the predictor "
@@ -170,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"sets": {k: str(v) for k, v in sets.items()},
+                                        "backend": args.backend, "precision": args.precision,
                                         "limit": args.limit, "results": results}, indent=1))
     return 0
 
