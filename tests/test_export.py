@@ -26,13 +26,13 @@ SPEECH = Path(__file__).resolve().parents[2] / "shared" / "data" / "speechocean7
 MANIFEST = SPEECH / "manifest.jsonl"
 
 
-def _tiny_model_and_tokenizer(tmp: Path):
+def _tiny_model_and_tokenizer(tmp: Path, durations: tuple[int, ...] = (0, 1, 2)):
     from edgeasr.train.model import Transducer, tiny_config
 
     from edgeasr.tokenizer import Tokenizer
 
     torch.manual_seed(0)
-    cfg = tiny_config(durations=(0, 1, 2))
+    cfg = tiny_config(durations=durations)
     model = Transducer(cfg).eval()
     # Random init: bias blank down (and <unk>, which sherpa-onnx treats as blank) so that greedy
     # search emits tokens and the sherpa-onnx comparison compares real token sequences.
@@ -44,12 +44,12 @@ def _tiny_model_and_tokenizer(tmp: Path):
     return model, tok
 
 
-def _save_checkpoint(tmp: Path) -> Path:
+def _save_checkpoint(tmp: Path, durations: tuple[int, ...] = (0, 1, 2)) -> Path:
     from edgeasr.train.checkpoint import save_checkpoint
 
     from edgeasr.features import FeatureConfig
 
-    model, tok = _tiny_model_and_tokenizer(tmp)
+    model, tok = _tiny_model_and_tokenizer(tmp, durations)
     return save_checkpoint(
         tmp / "tiny.pt",
         {
@@ -223,21 +223,16 @@ def _torch_sherpa_greedy(model, feats: np.ndarray, unk_id: int = 1) -> list[int]
     return hyp
 
 
-@pytest.mark.slow
-def test_sherpa_onnx_decodes_like_torch(onnx_bundle: Path, checkpoint: Path) -> None:
-    sherpa_onnx = pytest.importorskip("sherpa_onnx")
-    from edgeasr.audio import load_audio
-    from edgeasr.features import compute_features
-    from edgeasr.tokenizer import read_tokens
+def _sherpa_tokens(b: Bundle, audio: np.ndarray) -> list[str]:
+    """sherpa-onnx's OnlineRecognizer (greedy) on the bundle's sherpa flavor: token pieces."""
+    import sherpa_onnx
 
-    b = Bundle.load(onnx_bundle)
     files = {n: str(b.path(g.file)) for n, g in b.graphs("sherpa").items()}
     rec = sherpa_onnx.OnlineRecognizer.from_transducer(
         tokens=str(b.tokens_path), encoder=files["encoder"], decoder=files["decoder"],
         joiner=files["joiner"], num_threads=1, sample_rate=16000, feature_dim=80,
         decoding_method="greedy_search",
     )
-    audio = load_audio(SPEECH / "audio/000010011.ogg")
     tail = np.zeros(int(b.chunk.tail_padding_seconds * 16000), dtype=np.float32)
     stream = rec.create_stream()
     stream.accept_waveform(16000, audio)
@@ -245,7 +240,20 @@ def test_sherpa_onnx_decodes_like_torch(onnx_bundle: Path, checkpoint: Path) -> 
     stream.input_finished()
     while rec.is_ready(stream):
         rec.decode_stream(stream)
-    got = rec.get_result_all(stream).tokens
+    return rec.get_result_all(stream).tokens
+
+
+@pytest.mark.slow
+def test_sherpa_onnx_decodes_like_torch(onnx_bundle: Path, checkpoint: Path) -> None:
+    pytest.importorskip("sherpa_onnx")
+    from edgeasr.audio import load_audio
+    from edgeasr.features import compute_features
+    from edgeasr.tokenizer import read_tokens
+
+    b = Bundle.load(onnx_bundle)
+    audio = load_audio(SPEECH / "audio/000010011.ogg")
+    tail = np.zeros(int(b.chunk.tail_padding_seconds * 16000), dtype=np.float32)
+    got = _sherpa_tokens(b, audio)
 
     model = _model(checkpoint)
     feats = compute_features(np.concatenate([audio, tail]))
@@ -254,6 +262,31 @@ def test_sherpa_onnx_decodes_like_torch(onnx_bundle: Path, checkpoint: Path) -> 
     assert len(ref) > 5, "the test model should emit tokens"
     # sherpa-onnx reports pieces with the sentencepiece word marker shown as a space
     assert got == [pieces[i].replace("\u2581", " ") for i in ref]
+
+
+@pytest.mark.slow
+def test_sherpa_onnx_equals_edgeasr_greedy_on_a_model_without_durations(tmp_path: Path) -> None:
+    """Integrators' check: on a model without a duration head (sherpa-onnx's online search
+    cannot jump), sherpa-onnx and edgeasr's own streaming greedy search (one symbol per
+    frame, as sherpa-onnx) give the same tokens on the same speech."""
+    pytest.importorskip("sherpa_onnx")
+    from edgeasr.audio import load_audio
+    from edgeasr.decoding import DecodingConfig
+    from edgeasr.stream import Recognizer
+    from edgeasr.tokenizer import read_tokens
+
+    ckpt = _save_checkpoint(tmp_path, durations=())
+    out = tmp_path / "plain"
+    assert cli_main([str(ckpt), "--out", str(out), "--format", "onnx,sherpa", "--quantize",
+                     "none", "-q"]) == 0
+    b = Bundle.load(out)
+    audio = load_audio(SPEECH / "audio/000010011.ogg")
+    rec = Recognizer.from_bundle(out, decoding=DecodingConfig(method="greedy",
+                                                              max_symbols_per_frame=1))
+    ours = rec.transcribe(audio, sample_rate=16000).tokens
+    pieces = read_tokens(b.tokens_path)
+    assert len(ours) > 5, "the test model should emit tokens"
+    assert _sherpa_tokens(b, audio) == [pieces[i].replace("\u2581", " ") for i in ours]
 
 
 @pytest.mark.slow
