@@ -305,9 +305,11 @@ def test_sherpa_encoder_metadata(onnx_bundle: Path) -> None:
 
 
 @pytest.mark.slow
-def test_executorch_export_and_parity(checkpoint: Path, tmp_path: Path) -> None:
+def test_executorch_export_and_parity(checkpoint: Path, onnx_bundle: Path, tmp_path: Path
+                                      ) -> None:
     """fp32 bundle through the writer (parity checked on all 5 graphs, the encoder over 3
-    chunks of real speech); int8 PT2E on the IAM joint only, calibrated on real speech (the int8
+    chunks of real speech); ExecuTorch, ONNX Runtime and torch stream the same speech to the
+    same greedy transcript; int8 PT2E on the IAM joint only, calibrated on real speech (the int8
     encoder lowering takes minutes on 2 shared cores; the CLI path is the same code)."""
     pytest.importorskip("executorch")
     from edgeasr.export.calibration import calibration_inputs, load_calibration_features
@@ -328,6 +330,17 @@ def test_executorch_export_and_parity(checkpoint: Path, tmp_path: Path) -> None:
     feats = compute_features(load_audio(SPEECH / "audio/000010011.ogg"))[None, :60]
     run = pte_runner(b.graph("executorch", "encoder")[1])
     assert encoder_parity(model, run, 3, features=feats) <= 1e-4
+
+    from edgeasr.stream import Recognizer
+
+    speech = load_audio(SPEECH / "audio/000010011.ogg")
+    texts = [r.transcribe(speech, sample_rate=16000) for r in (
+        Recognizer.from_bundle(out, backend="executorch"),
+        Recognizer.from_bundle(onnx_bundle, backend="onnxruntime"),
+        Recognizer.from_checkpoint(checkpoint))]
+    assert len(texts[0].tokens) > 5
+    assert all(t.tokens == texts[0].tokens and t.timestamps == texts[0].timestamps
+               for t in texts[1:])
 
     graph = build_graphs(model)["iam_joint"]
     calib = calibration_inputs(model, load_calibration_features(MANIFEST, FeatureConfig(), 2))
