@@ -40,6 +40,11 @@ QUANTIZED_MODULES: tuple[type[torch.nn.Module], ...] = (
 #: Input should both be quantized"). Two small layers of the front end.
 FP32_MODULES: tuple[str, ...] = ("subsampling.out", "subsampling.merge")
 
+#: Modules (path suffixes) whose linears are quantized but nothing else: self-attention, whose
+#: q / kv projections are ``F.linear`` calls on slices of one weight (not ``nn.Linear``
+#: modules), while its scores, softmax and position bias stay fp32.
+LINEAR_ONLY_MODULES: tuple[str, ...] = (".attn",)
+
 
 def _in_module(node: torch.fx.Node, suffixes: tuple[str, ...]) -> bool:
     """Whether ``node`` was traced inside a module whose path ends with one of ``suffixes``."""
@@ -119,6 +124,7 @@ def quantize_pt2e(
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
     )
+    from torchao.quantization.pt2e.constant_fold import constant_fold
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
     from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
@@ -135,6 +141,8 @@ def quantize_pt2e(
                 if n.op == "call_function" and (
                     n.target == torch.ops.aten.cat.default or not _all_float(n)
                     or _in_module(n, FP32_MODULES)
+                    or (_in_module(n, LINEAR_ONLY_MODULES)
+                        and n.target != torch.ops.aten.linear.default)
                 ):
                     n.meta[Q_ANNOTATION_KEY] = QuantizationAnnotation(_annotated=True)
             return super().annotate(model)
@@ -144,11 +152,21 @@ def quantize_pt2e(
     quantizer = FloatOnlyQuantizer()
     for module_type in QUANTIZED_MODULES:
         quantizer.set_module_type(module_type, config)
+    from edgeasr.train.model.encoder import BiasedSelfAttention
+
+    quantizer.set_module_type(BiasedSelfAttention, config)  # its linears only (see annotate)
     quantizer.set_filter_function(_all_float)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             captured = graph.export(max_batch=max_batch).module()
+            # the attention's q / kv projections use slices of one qkv weight: fold them into
+            # constants so that their linears have static weights to quantize
+            with torch.no_grad():
+                constant_fold(captured)
+            for name, value in list(vars(captured).items()):
+                if name.startswith("_frozen_param") and isinstance(value, torch.Tensor):
+                    setattr(captured, name, value.detach().clone())  # leaves, deep-copyable
             prepared = prepare_pt2e(captured, quantizer)
             with torch.no_grad():
                 for inputs in calibration:

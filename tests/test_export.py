@@ -371,7 +371,13 @@ def test_executorch_int8_encoder_with_8x_front_end(tmp_path: Path) -> None:
     graph = build_graphs(model)["encoder"]
     feats = graph.example_inputs[0]
     calib = [(torch.randn_like(feats),) + tuple(graph.example_inputs[1:]) for _ in range(2)]
-    pte = export_pte(graph, tmp_path / "enc8.pte", program=quantize_pt2e(graph, calib))
+    program = quantize_pt2e(graph, calib)
+    # every linear but the fp32 front end's has int8 weights, the attention's q / kv
+    # projections (F.linear on slices of one qkv weight) included
+    linears = [n for n in program.graph.nodes if n.target == torch.ops.aten.linear.default]
+    fp32 = [n.name for n in linears if "dequantize" not in str(n.args[1].target)]
+    assert len(linears) > 8 and len(fp32) == 1, fp32  # subsampling.out
+    pte = export_pte(graph, tmp_path / "enc8.pte", program=program)
     inputs = (torch.randn_like(feats),) + tuple(graph.example_inputs[1:])
     run = pte_runner(pte)
     out = run([x.numpy() for x in inputs])
