@@ -164,23 +164,44 @@ def test_greedy_emits_a_continuation_exactly_when_its_boost_wins() -> None:
     best = int(np.argmax(logp))
     tok = next(t for t in np.argsort(logp) if t not in (0, best))  # the least likely label
     margin = float(logp[best] - logp[tok])
+    lead = next(t for t in range(1, be.spec.vocab_size) if t != tok)
     for boost, want in ((margin - 1e-3, best), (margin + 1e-3, tok)):
         st = dec.init_state()
-        st.hotwords = ContextGraph([[int(tok), 1]], boost)
+        st.hotwords = g = ContextGraph([[lead, int(tok)]], boost)
+        st.hotword_state = g.step(g.root, lead)[1]  # inside a match: ``lead`` was emitted
         dec.decode_chunk(frames, [st])
         first = st.tokens[0] if st.tokens else 0
         assert first == want, (boost, margin)
 
 
-@pytest.mark.parametrize("decoder,phrase", [
-    (GreedyDecoder, [4, 2]), (ModifiedBeamSearchDecoder, [3, 3, 3])])
-def test_boosted_phrase_appears_where_the_plain_decode_misses_it(decoder, phrase) -> None:
+def test_greedy_boosts_no_phrase_start() -> None:
+    """Greedy search cannot take back a false start, so a phrase whose first token the model
+    never emits changes nothing, however large its boost (beam search may start it)."""
+    dec = GreedyDecoder(ToyBackend())
+    frames = random_frames(1, 30)
+    plain = run(dec, frames)[1][0].tokens
+    absent = next(t for t in range(1, 6) if t not in plain)
+    st = dec.init_state()
+    st.hotwords = ContextGraph([[absent, absent]], 50.0)
+    dec.decode_chunk(frames, [st])
+    assert dec.best(st).tokens == plain
+
+
+@pytest.mark.parametrize("decoder", [GreedyDecoder, ModifiedBeamSearchDecoder])
+def test_boosted_phrase_appears_where_the_plain_decode_misses_it(decoder) -> None:
+    """A phrase the plain decode misses appears with biasing: for greedy, the continuation of
+    a token the model emits itself (greedy boosts no start); for beam, a phrase from scratch."""
     dec = decoder(ToyBackend())
     frames = random_frames(1, 30)
     plain = run(dec, frames)[1][0].tokens
+    if decoder is GreedyDecoder:
+        b = next(t for t in range(1, 6) if not _contains(plain, [plain[0], t]))
+        phrase, boost = [plain[0], b], 5.0
+    else:
+        phrase, boost = [3, 3, 3], 1.0
     assert not _contains(plain, phrase)
     st = dec.init_state()
-    st.hotwords = ContextGraph([phrase], 1.0)
+    st.hotwords = ContextGraph([phrase], boost)
     dec.decode_chunk(frames, [st])
     dec.finalize([st])
     assert _contains(dec.best(st).tokens, phrase)
@@ -234,25 +255,31 @@ def decode(rec: Recognizer, streams, x: np.ndarray):
     return [s.result for s in streams]
 
 
+#: A phrase the plain decode of signal() misses. Greedy boosts continuations only, so its
+#: phrase starts with a letter the model says anyway ("b"); beam search can start one ("a").
+PHRASE = {"greedy": "ba", "beam": "ad"}
+
+
 @pytest.mark.parametrize("method", ["greedy", "beam"])
 def test_per_stream_hotwords_in_one_batch(method: str) -> None:
     rec = letter_rec(method)
     x = signal()
     plain = rec.transcribe(x, sample_rate=SR).text
-    assert "ad" not in plain
-    a, b = rec.create_stream(hotwords="ad :2"), rec.create_stream()
+    word = PHRASE[method]
+    assert word not in plain
+    a, b = rec.create_stream(hotwords=f"{word} :2"), rec.create_stream()
     ra, rb = decode(rec, [a, b], x)
-    assert "ad" in ra.text and rb.text == plain
+    assert word in ra.text and rb.text == plain
     # the same biased stream decoded alone gives the same result: no leak across the batch
-    assert decode(rec, [rec.create_stream(hotwords=["ad :2"])], x)[0].text == ra.text
+    assert decode(rec, [rec.create_stream(hotwords=[f"{word} :2"])], x)[0].text == ra.text
 
 
 def test_config_default_hotwords_and_set_between_segments() -> None:
     x = signal()
     plain = letter_rec().transcribe(x, sample_rate=SR).text
-    rec = letter_rec(hotwords=("ad",), hotwords_score=2.0)
+    rec = letter_rec(hotwords=("ba",), hotwords_score=2.0)
     biased = rec.transcribe(x, sample_rate=SR).text
-    assert "ad" in biased and biased != plain
+    assert "ba" in biased and biased != plain
     s = rec.create_stream()
     assert s.hotwords is rec.default_hotwords and len(s.hotwords) == 1
     s.set_hotwords(None)  # this stream opts out
@@ -263,11 +290,11 @@ def test_config_default_hotwords_and_set_between_segments() -> None:
     rec.decode_streams([s2])
     first = s2.result.text
     rec.reset(s2)
-    s2.set_hotwords("ad :2")
+    s2.set_hotwords("ba :2")
     s2.accept_waveform(SR, x)
     s2.input_finished()
     rec.decode_streams([s2])
-    assert "ad" not in first and "ad" in s2.result.text
+    assert "ba" not in first and "ba" in s2.result.text
 
 
 def test_unsupported_method_and_bad_ids_are_clear_errors() -> None:
@@ -295,10 +322,15 @@ def test_cli_hotwords_in_transcribe_and_eval(tiny_bundle, tmp_path, capsys) -> N
     hw.write_text("# biasing list\nbead :4\ncafe\n", encoding="utf-8")
     assert main(["transcribe", str(wav), "--bundle", str(root)]) == 0
     plain = capsys.readouterr().out.split("\t", 1)[1].strip()
+    # beam search: the random model never says a word-start piece, and greedy search boosts
+    # only the continuations of a phrase the model started itself
+    assert main(["transcribe", str(wav), "--bundle", str(root), "--decoding", "beam"]) == 0
+    plain_beam = capsys.readouterr().out.split("\t", 1)[1].strip()
     assert main(["transcribe", str(wav), "--bundle", str(root), "--hotwords-file", str(hw),
-                 "--hotwords", "dead, fade :3", "--hotwords-score", "2.5"]) == 0
+                 "--hotwords", "dead, fade :3", "--hotwords-score", "2.5",
+                 "--decoding", "beam"]) == 0
     biased = capsys.readouterr().out.split("\t", 1)[1].strip()
-    assert biased != plain
+    assert biased != plain_beam
     m = tmp_path / "m.jsonl"
     m.write_text(json.dumps({"id": "a", "audio": wav.name, "text": "bead dead cafe",
                              "duration": 0.0}) + "\n")

@@ -222,6 +222,26 @@ class GreedyDecoder:
         return {(int(i), int(u)): (logp[k], float(blank_logit[k]), int(dur[k]))
                 for k, (i, u) in enumerate(zip(owner, at, strict=True))}
 
+    @staticmethod
+    def _biased(s: GreedyState, logp: np.ndarray) -> np.ndarray:
+        """``logp`` plus the stream's hotword bonuses for the continuations of a match the
+        model began itself. At the root (no match under way) nothing is boosted: greedy search
+        cannot take back a false start, and boosting every phrase's first token on every frame
+        turned into insertions (the default model's WER on sentences *without* any phrase rose
+        83.2 -> 89.2%, and still to 85.8% when only its own best label was boosted; with no start
+        boost it stays 83.2%). Beam search, which can drop a false start, boosts starts too."""
+        g = s.hotwords
+        state = s.hotword_state or g.root
+        if state is g.root:
+            return logp
+        bonuses = g.bonuses(state)
+        if not bonuses:
+            return logp
+        logp = logp.copy()
+        for k, bonus in bonuses.items():
+            logp[k] += bonus
+        return logp
+
     def _walk(
         self,
         s: GreedyState,
@@ -252,9 +272,7 @@ class GreedyDecoder:
             else:
                 s.stats.label_softmaxes += 1
                 if s.hotwords is not None:
-                    logp = logp.copy()
-                    for k, bonus in s.hotwords.bonuses(s.hotword_state or s.hotwords.root).items():
-                        logp[k] += bonus
+                    logp = self._biased(s, logp)
                 tok = int(np.argmax(logp))
             if tok == BLANK:
                 t[i] += max(dur, 1) if self.durations is not None else 1
