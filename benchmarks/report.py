@@ -145,7 +145,9 @@ def render_markdown(results: dict[str, Any], plots: list[str]) -> str:
         md += [f"RTF {m['rtf']}, round p50/p99 {_pct(m, 'round_ms', 'p50')}/"
                f"{_pct(m, 'round_ms', 'p99')} ms, RSS {m['rss_start_mb']} -> {m['rss_end_mb']} MB "
                f"(max in first half {m['rss_max_first_half_mb']}, overall {m['rss_max_mb']}); "
-               "flat is the target.", ""]
+               "flat is the target."
+               + (f" The stream was reset at each of its {m['segments']} endpoints, as an "
+                  "application does." if m.get("reset_at_endpoints") else ""), ""]
     if plots:
         md += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     return "\n".join(md)
