@@ -171,11 +171,11 @@ class GreedyDecoder:
         at: np.ndarray,
         am: np.ndarray | None,
         iam_skip: np.ndarray | None = None,
-    ) -> dict[tuple[int, int], tuple[np.ndarray | None, float, int]]:
+    ) -> dict[tuple[int, int], tuple[np.ndarray | None, int]]:
         """The joint of frames ``at`` of streams ``owner`` with their current predictor
         outputs, in one ``joint_blank`` and (for the rows that need it) one ``joint_labels``
-        call: ``{(stream, frame): (log-probs over V or None when blank was decided without
-        the labels, blank logit, duration)}``.
+        call: ``{(stream, frame): (log-probs over V, or None when blank was decided without
+        the labels; duration)}``.
 
         ``iam_skip [N, C]``: also compute the IAM blank of those frames (the same joint with a
         zero predictor output) *in the same call*, and mark there the frames the gate drops,
@@ -219,7 +219,7 @@ class GreedyDecoder:
                 logp[k] = row
         dur = (self.durations[np.argmax(dur_logits, axis=-1)] if self.durations is not None
                else np.zeros(owner.size, dtype=np.int64))
-        return {(int(i), int(u)): (logp[k], float(blank_logit[k]), int(dur[k]))
+        return {(int(i), int(u)): (logp[k], int(dur[k]))
                 for k, (i, u) in enumerate(zip(owner, at, strict=True))}
 
     @staticmethod
@@ -250,7 +250,7 @@ class GreedyDecoder:
         symbols: np.ndarray,
         counted: np.ndarray,
         gated: np.ndarray,
-        rows: dict[tuple[int, int], tuple[np.ndarray | None, float, int]],
+        rows: dict[tuple[int, int], tuple[np.ndarray | None, int]],
         c: int,
     ) -> bool:
         """Advance stream ``i`` through its precomputed rows from ``t[i]`` until it emits a
@@ -265,7 +265,7 @@ class GreedyDecoder:
                 t[i] += 1
                 symbols[i] = 0
                 continue
-            logp, _, dur = rows[(i, u)]
+            logp, dur = rows[(i, u)]
             if logp is None:
                 s.stats.skipped_softmaxes += 1
                 tok = BLANK
