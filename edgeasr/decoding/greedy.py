@@ -203,7 +203,7 @@ class GreedyDecoder:
         if self.gate is not None:
             # a boosted token can beat blank only if log P(non-blank) + boost > log P(blank),
             # i.e. boost > blank_logit: evaluate the labels exactly there
-            top = np.array([states[i].hotwords.max_boost if states[i].hotwords else -np.inf
+            top = np.array([max(self._bonuses(states[i]).values(), default=-np.inf)
                             for i in owner], dtype=np.float32)
             need |= top > blank_logit
         need &= ~gated
@@ -223,18 +223,22 @@ class GreedyDecoder:
                 for k, (i, u) in enumerate(zip(owner, at, strict=True))}
 
     @staticmethod
-    def _biased(s: GreedyState, logp: np.ndarray) -> np.ndarray:
-        """``logp`` plus the stream's hotword bonuses for the continuations of a match the
+    def _bonuses(s: GreedyState) -> dict[int, float]:
+        """``{token: bonus}`` the stream's hotwords add now: the continuations of a match the
         model began itself. At the root (no match under way) nothing is boosted: greedy search
         cannot take back a false start, and boosting every phrase's first token on every frame
         turned into insertions (the default model's WER on sentences *without* any phrase rose
         83.2 -> 89.2%, and still to 85.8% when only its own best label was boosted; with no start
         boost it stays 83.2%). Beam search, which can drop a false start, boosts starts too."""
         g = s.hotwords
-        state = s.hotword_state or g.root
-        if state is g.root:
-            return logp
-        bonuses = g.bonuses(state)
+        if g is None or s.hotword_state is None or s.hotword_state is g.root:
+            return {}
+        return g.bonuses(s.hotword_state)
+
+    @classmethod
+    def _biased(cls, s: GreedyState, logp: np.ndarray) -> np.ndarray:
+        """``logp`` plus :meth:`_bonuses`."""
+        bonuses = cls._bonuses(s)
         if not bonuses:
             return logp
         logp = logp.copy()
