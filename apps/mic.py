@@ -39,6 +39,7 @@ import numpy as np
 from edgeasr.apps.common import AppError, add_model_arguments, add_vad_argument, load_recognizer
 
 from edgeasr.audio import StreamResampler
+from edgeasr.translation import display_text
 from edgeasr.vad import VadConfig, VadError, VadSegmenter
 
 __all__ = ["MicConfig", "MicTranscriber", "TranscriptPrinter", "add_arguments", "run"]
@@ -257,7 +258,7 @@ class MicTranscriber:
         if last:
             segments += self.segmenter.flush()
         for seg in segments:
-            text = self.rec.transcribe(seg.samples, sample_rate=self.rate).text
+            text = display_text(self.rec.transcribe(seg.samples, sample_rate=self.rate))
             self.latencies_ms.append((time.monotonic() - newest) * 1000)
             if text:
                 self.printer.final(text)
@@ -278,7 +279,7 @@ class MicTranscriber:
                 raise AppError(f"decoding failed: {stream.error}")
             decoded = True
             if self.config.endpoint and not last and rec.is_endpoint(stream):
-                text = stream.result.text
+                text = display_text(stream.result)
                 if text:
                     self.printer.final(text)
                     self.finals.append(text)
@@ -286,9 +287,9 @@ class MicTranscriber:
         if decoded:
             latency = (time.monotonic() - newest) * 1000
             self.latencies_ms.append(latency)
-            self.printer.partial(stream.result.text, latency)
+            self.printer.partial(display_text(stream.result), latency)
         if last:
-            text = stream.result.text
+            text = display_text(stream.result)
             self.printer.final(text)
             if text:
                 self.finals.append(text)

@@ -193,12 +193,15 @@ def result_message(
     audio_seconds: float,
     samples: int,
     config: StreamConfig,
+    translation: str | None = None,
 ) -> str:
     """A partial or final result.
 
     ``timestamps`` are token start times in seconds from the start of the stream (not the
     segment). ``samples`` counts the client's samples (at its own rate) that had arrived when
     this result was computed: a client can pair it with its own send times to measure latency.
+    ``translation``: the segment's translation so far, sent (as a ``translation`` key) only by a
+    server running a speech-translation bundle.
     """
     message: dict[str, Any] = {
         "type": kind,
@@ -210,6 +213,8 @@ def result_message(
         "audio_seconds": round(audio_seconds, 3),
         "samples": samples,
     }
+    if translation is not None:
+        message["translation"] = translation
     if config.id is not None:
         message["id"] = config.id
     return _dump(message)

@@ -407,6 +407,7 @@ class AsrServer:
                 audio_seconds=event.client_samples / config.sample_rate,
                 samples=event.client_samples,
                 config=config,
+                translation=getattr(result, "translation", None),
             )
             if event.kind == "partial" and session.outbox and session.outbox[-1][0] == "partial":
                 session.outbox[-1] = ("partial", text)  # coalesce: only the newest matters

@@ -9,7 +9,7 @@ Two rows per test set:
   (:func:`edgeasr.commands.eval.decode_cut`: streamed chunk by chunk), translated by apertium;
   its ASR WER sits beside the BLEU, so the share of the loss due to recognition is visible.
 
-Scoring is the ST trainer's own (:func:`edgeasr.train.st.translation_scores`: sacrebleu corpus
+Scoring is the ST trainer's own (:func:`edgeasr.metrics.translation_scores`: sacrebleu corpus
 BLEU and chrF, hypothesis/reference word ratio). The references are the parallel corpus's
 ``translation`` field (``normalize_spanish`` form: lower case, no punctuation), so apertium's
 output is put through the same :func:`normalize_spanish` before scoring.
@@ -43,7 +43,7 @@ from edgeasr.commands.eval import decode_cut
 from edgeasr.decoding import DecodingConfig
 from edgeasr.errors import EdgeAsrError
 from edgeasr.manifest import Cut, ManifestError, read_manifest
-from edgeasr.metrics import wer
+from edgeasr.metrics import translation_scores, wer
 from edgeasr.stream import Recognizer
 
 __all__ = ["format_table", "load_parallel", "main", "run_cascade"]
@@ -64,8 +64,6 @@ def load_parallel(path: Path, limit: int | None = None) -> list[Cut]:
 
 def _scores(refs: list[str], hyps: list[str]) -> dict[str, float]:
     """The ST validation scores, rounded for the table."""
-    from edgeasr.train.st import translation_scores
-
     return {k: round(v, 2 if k != "length_ratio" else 4)
             for k, v in translation_scores(refs, hyps).items()}
 

@@ -27,7 +27,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -46,6 +46,9 @@ from edgeasr.endpoint import EndpointConfig, detect_endpoint
 from edgeasr.features import FeatureConfig, OnlineFeatureExtractor
 from edgeasr.hotwords import ContextGraph, Hotword, compile_hotwords
 
+if TYPE_CHECKING:
+    from edgeasr.bundle import Bundle
+
 __all__ = [
     "BACKENDS",
     "DEFAULT_BUNDLE",
@@ -53,6 +56,7 @@ __all__ = [
     "EndpointConfig",
     "Recognizer",
     "RecognizerConfig",
+    "default_precision",
     "RecognizerError",
     "Result",
     "Stream",
@@ -66,6 +70,13 @@ DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "default"
 
 #: ``transcribe`` feeds audio in pieces of this many seconds (bounded memory per call).
 TRANSCRIBE_PIECE_S = 10.0
+
+
+def default_precision(bundle: Any, fmt: str) -> str:
+    """The graph precision a backend loads when none is asked for: fp32 where the bundle has it
+    for ``fmt`` (``onnx`` or ``executorch``), else its other one (a bundle may ship int8 only)."""
+    have = {p for f, p in bundle.variants() if f == fmt}
+    return "fp32" if "fp32" in have or not have else sorted(have)[0]
 
 
 class StreamError(RecognizerError):
@@ -334,7 +345,7 @@ class Recognizer:
     @classmethod
     def from_bundle(
         cls,
-        path: str | os.PathLike[str] | None = None,
+        path: str | os.PathLike[str] | Bundle | None = None,
         backend: str = "onnxruntime",
         decoding: DecodingConfig | None = None,
         num_threads: int = 1,
@@ -344,8 +355,9 @@ class Recognizer:
         providers: Sequence[str] | None = None,
         verify_hashes: bool = True,
     ) -> Recognizer:
-        """Load a bundle (folder, model.json or .tar; default: ``models/default``) and build the
-        named backend: ``onnxruntime`` (no torch), ``executorch`` or ``torch``.
+        """Load a bundle (folder, model.json or .tar, or a loaded :class:`Bundle`; default:
+        ``models/default``) and build the named backend: ``onnxruntime`` (no torch),
+        ``executorch`` or ``torch``.
 
         ``precision`` picks the graph variant (``fp32`` or ``int8``); by default fp32 where the
         bundle has it for the backend's format, else int8 (a bundle may ship int8 only)."""
@@ -354,18 +366,20 @@ class Recognizer:
 
         if backend not in BACKENDS:
             raise RecognizerError(f"unknown backend {backend!r}; choose from {BACKENDS}")
-        if path is None:
-            path = DEFAULT_BUNDLE
-            if not Path(path).exists():
-                raise RecognizerError(
-                    f"no model given and the default bundle {path} does not exist; pass a "
-                    "bundle path (export one with edgeasr-export)"
-                )
-        bundle = Bundle.load(path, verify_hashes=verify_hashes)
+        if isinstance(path, Bundle):
+            bundle = path
+        else:
+            if path is None:
+                path = DEFAULT_BUNDLE
+                if not Path(path).exists():
+                    raise RecognizerError(
+                        f"no model given and the default bundle {path} does not exist; pass a "
+                        "bundle path (export one with edgeasr-export)"
+                    )
+            bundle = Bundle.load(path, verify_hashes=verify_hashes)
         if precision is None:
-            fmt = "executorch" if backend == "executorch" else "onnx"
-            have = {p for f, p in bundle.variants() if f == fmt}
-            precision = "fp32" if "fp32" in have or not have else sorted(have)[0]
+            precision = default_precision(bundle, "executorch" if backend == "executorch"
+                                          else "onnx")
         if backend == "onnxruntime":
             from edgeasr.backends.onnxruntime import OrtBackend
 

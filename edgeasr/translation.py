@@ -274,6 +274,18 @@ class TranslationResult(Result):
                 "translation_tokens": list(self.translation_tokens)}
 
 
+def display_text(result: Result) -> str:
+    """What a live display shows for a result: the transcript, and for a speech translator
+    ``"transcript  => translation"`` (one line, so partial redraws stay one line)."""
+    t = getattr(result, "translation", "")
+    return f"{result.text}  => {t}" if t else result.text
+
+
+def is_translation_bundle(bundle: Bundle) -> bool:
+    """True when the bundle carries an ST head (``translation.json`` listed in model.json)."""
+    return TRANSLATION_JSON in bundle.manifest.files
+
+
 class SpeechTranslator(Recognizer):
     """A recognizer whose results also carry a translation, from the same encoder pass.
 
@@ -293,24 +305,32 @@ class SpeechTranslator(Recognizer):
 
     @classmethod
     def from_bundle(  # type: ignore[override]
-        cls, path: str | os.PathLike[str], *, decoding: Any = None,
+        cls, path: str | os.PathLike[str] | Bundle, *, decoding: Any = None,
         blank_penalty: float | None = None, max_symbols_per_frame: int = 2,
         num_threads: int = 1, endpoint: Any = None, verify_hashes: bool = True,
+        precision: str | None = None, providers: Sequence[str] | None = None,
     ) -> SpeechTranslator:
-        """Load an ST bundle with ONNX Runtime; ``blank_penalty`` overrides the bundle's."""
+        """Load an ST bundle (a path or a loaded :class:`Bundle`) with ONNX Runtime.
+
+        ``blank_penalty`` overrides the bundle's ST default; ``precision`` picks the ASR graphs
+        (default fp32 where present, as :meth:`Recognizer.from_bundle`); the ST head is fp32."""
         from edgeasr.backends.onnxruntime import OrtBackend
         from edgeasr.decoding import DecodingConfig
         from edgeasr.endpoint import EndpointConfig
+        from edgeasr.stream import default_precision
         from edgeasr.tokenizer import Tokenizer
 
-        bundle = Bundle.load(path, verify_hashes=verify_hashes)
+        bundle = path if isinstance(path, Bundle) else Bundle.load(path,
+                                                                   verify_hashes=verify_hashes)
         translator = Translator.from_bundle(bundle, blank_penalty=blank_penalty,
                                             max_symbols_per_frame=max_symbols_per_frame,
-                                            num_threads=num_threads)
+                                            num_threads=num_threads, providers=providers)
         config = RecognizerConfig(decoding=decoding or DecodingConfig(),
                                   endpoint=endpoint or EndpointConfig())
-        return cls(OrtBackend(bundle, num_threads=num_threads), Tokenizer(bundle.tokenizer_path),
-                   bundle.features, config, translator)
+        backend = OrtBackend(bundle, precision=precision or default_precision(bundle, "onnx"),
+                             num_threads=num_threads, providers=providers)
+        return cls(backend, Tokenizer(bundle.tokenizer_path), bundle.features, config,
+                   translator)
 
     def create_stream(self, hotwords: Any = None) -> Stream:
         s = super().create_stream(hotwords)

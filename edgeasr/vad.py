@@ -359,5 +359,12 @@ def transcribe_segments(
         for k, v in r.stats.items():
             stats[k] = stats.get(k, 0) + v
     text = " ".join(r.text.strip() for _, r in parts if r.text.strip())
-    return Result(text=text, tokens=tokens, timestamps=times, is_final=True,
-                  stats=stats), parts
+    merged = Result(text=text, tokens=tokens, timestamps=times, is_final=True, stats=stats)
+    if parts and hasattr(parts[0][1], "translation"):  # a SpeechTranslator: join those too
+        from edgeasr.translation import TranslationResult
+
+        merged = TranslationResult(
+            **vars(merged),
+            translation=" ".join(t for _, r in parts if (t := r.translation.strip())),
+            translation_tokens=[i for _, r in parts for i in r.translation_tokens])
+    return merged, parts

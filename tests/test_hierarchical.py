@@ -3,6 +3,7 @@ trains (loss decreases), stage-2 init from a stage-1 ASR state, config round tri
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -140,6 +141,32 @@ def test_stage2_init_from_stage1_asr_and_blank_penalty_in_reference_decoder() ->
     always_blank = st_greedy_decode(model, feats, lens, blank_penalty=-1e4)
     assert len(never_blank[0]) == 2 * (16 // cfg.st.downsample)
     assert always_blank == [[]]
+
+
+def test_stage1_may_be_a_tdt_full_loss_asr_checkpoint() -> None:
+    """The shipped default model (TDT durations, full loss) starts a pruned RNN-T stage 2: the
+    duration head is dropped, the pruned loss's projections start fresh, every other weight is
+    stage 1's; a different network shape is a ConfigError naming the fields."""
+    from edgeasr.train.config import ConfigError
+    from edgeasr.train.st import stage1_asr_state
+
+    torch.manual_seed(0)
+    cfg = tiny_hierarchical_config(asr_overrides={"loss": "pruned"})
+    tdt_cfg = dataclasses.replace(cfg.asr, durations=(0, 1, 2), loss="full", mask_prob=0.25)
+    stage1 = Transducer(tdt_cfg)
+    init = {"model_config": tdt_cfg.to_dict(), "model": stage1.state_dict()}
+    model = HierarchicalTransducer(cfg)
+    state, notes = stage1_asr_state(init, model.asr, "stage1.pt")
+    model.asr.load_state_dict(state)  # strict: complete and nothing extra
+    for k, v in stage1.state_dict().items():
+        if not k.startswith("joint.duration_head."):
+            assert torch.equal(model.asr.state_dict()[k], v), k
+    assert any("duration head" in n for n in notes)
+    assert any("simple_am/lm_proj" in n for n in notes)
+    assert any("mask_prob" in n for n in notes)
+    wide = dataclasses.replace(tdt_cfg, d_model=tdt_cfg.d_model * 2)
+    with pytest.raises(ConfigError, match="d_model"):
+        stage1_asr_state({"model_config": wide.to_dict(), "model": {}}, model.asr, "x.pt")
 
 
 def test_config_round_trip_and_clear_errors() -> None:

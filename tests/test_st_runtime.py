@@ -142,3 +142,53 @@ def test_sidecar_is_hash_checked(st_bundle, tmp_path) -> None:
         Bundle.load(copy)
     mj = json.loads((root / "model.json").read_text())
     assert TRANSLATION_JSON in mj["files"]
+
+
+def test_cli_transcribe_stream_eval_and_server_carry_the_translation(st_bundle, tmp_path,
+                                                                      capsys) -> None:
+    """``edgeasr transcribe/stream/eval`` and the server's result messages carry the ST head's
+    output for a translation bundle; ``--no-translation`` runs the ASR half alone."""
+    import soundfile as sf
+
+    from edgeasr.apps.protocol import StreamConfig, result_message
+    from edgeasr.cli import main
+    from edgeasr.commands.stream_cmd import stream_samples
+
+    root = st_bundle[0]
+    wav = tmp_path / "a.wav"
+    sf.write(wav, _audio(1.5), 16000)
+    always = ["--bundle", str(root), "--st-blank-penalty", "1e4"]  # the ST head never blanks
+
+    assert main(["transcribe", str(wav), *always]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{wav}\t") and lines[1].startswith("  [es] ")
+    assert len(lines[1]) > len("  [es] ")
+    assert main(["transcribe", str(wav), *always, "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["translation"] and row["translation_tokens"]
+    assert main(["transcribe", str(wav), *always, "--no-translation", "--json"]) == 0
+    assert "translation" not in json.loads(capsys.readouterr().out)
+
+    rec = SpeechTranslator.from_bundle(root, blank_penalty=1e4)
+    finals = stream_samples(rec, _audio(1.5))
+    capsys.readouterr()
+    r = rec.transcribe(_audio(1.5), sample_rate=16000)
+    assert finals == [f"{r.text}  => {r.translation}"] and r.translation
+
+    manifest = tmp_path / "par.jsonl"
+    manifest.write_text("".join(json.dumps(
+        {"id": f"u{i}", "audio": str(wav), "text": EN[i], "duration": 1.5,
+         "translation": ES[i]}) + "\n" for i in range(2)))
+    pytest.importorskip("sacrebleu")
+    out = tmp_path / "hyp.jsonl"
+    assert main(["eval", str(manifest), *always, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "translation (es): BLEU" in printed and "ST blank penalty 10000" in printed
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["translation_ref"] for r in rows] == ES[:2] and all(r["translation"] for r in rows)
+
+    cfg = StreamConfig()
+    kw = dict(text="hi", tokens=[1], timestamps=[0.1], segment=0, start_time=0.0,
+              audio_seconds=1.0, samples=16000, config=cfg)
+    assert json.loads(result_message("final", **kw, translation="hola"))["translation"] == "hola"
+    assert "translation" not in json.loads(result_message("final", **kw))

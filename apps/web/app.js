@@ -26,9 +26,15 @@ function render() {
     t.className = "time";
     t.textContent = `${f.start_time.toFixed(1)}s`;
     p.append(t, document.createTextNode(f.text));
+    if (f.translation) {  // a speech-translation model: the target text under the transcript
+      const tr = document.createElement("span");
+      tr.className = "translation";
+      tr.textContent = f.translation;
+      p.append(tr);
+    }
     return p;
   }));
-  $("partial").textContent = state.partial;
+  $("partial").textContent = state.partial + (state.partialTranslation ? `  => ${state.partialTranslation}` : "");
 }
 
 // One recognition session: open, send the config, then PCM; resolves when the server is done.
@@ -45,9 +51,11 @@ function openSession(sampleRate) {
       const m = JSON.parse(event.data);
       if (m.type === "partial") {
         state.partial = m.text;
+        state.partialTranslation = m.translation || "";
       } else if (m.type === "final") {
         if (m.text) state.finals.push(m);
         state.partial = "";
+        state.partialTranslation = "";
       } else if (m.type === "error") {
         state.error = m;
         setStatus(`server error: ${m.message}`);

@@ -7,6 +7,7 @@ recognizer from them (:func:`recognizer_from_args`), so every command takes the 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from edgeasr.decoding import METHODS, PREDICTORS, DecodingConfig
@@ -58,6 +59,13 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--lm-weight", type=float, default=1.0, metavar="W",
                    help="weight of the LM log-probs in the factorized labels (default 1.0; "
                         "use the model's training value)")
+    t = p.add_argument_group("translation (bundles with an ST head)")
+    t.add_argument("--st-blank-penalty", type=float, default=None, metavar="BP",
+                   help="subtracted from the ST head's blank logit; > 0 emits more target "
+                        "tokens, countering the transducer's short translations (default: the "
+                        "bundle's)")
+    t.add_argument("--no-translation", action="store_true",
+                   help="run only the ASR half of a speech-translation bundle")
 
 
 def hotwords_from_args(args: argparse.Namespace) -> tuple[str, ...]:
@@ -90,11 +98,28 @@ def decoding_from_args(args: argparse.Namespace) -> DecodingConfig:
 
 
 def recognizer_from_args(args: argparse.Namespace) -> Recognizer:
-    """Load the model the options name (clear error when the default bundle is absent)."""
-    return Recognizer.from_bundle(
-        args.bundle,
-        backend=args.backend,
-        decoding=decoding_from_args(args),
-        num_threads=args.num_threads,
-        precision=args.precision,
-    )
+    """Load the model the options name (clear error when the default bundle is absent).
+
+    A speech-translation bundle (one with an ST head, docs/speech-translation.md) gives a
+    :class:`~edgeasr.translation.SpeechTranslator` on ONNX Runtime, whose results also carry
+    ``translation``; ``--no-translation`` or another backend runs its ASR half alone."""
+    from edgeasr.bundle import Bundle
+    from edgeasr.translation import SpeechTranslator, is_translation_bundle
+
+    decoding = decoding_from_args(args)
+    import edgeasr.stream
+
+    path = args.bundle if args.bundle is not None else edgeasr.stream.DEFAULT_BUNDLE
+    if not Path(path).exists():  # Recognizer.from_bundle words the error
+        return Recognizer.from_bundle(args.bundle, backend=args.backend, decoding=decoding)
+    bundle = Bundle.load(path)
+    if is_translation_bundle(bundle) and not getattr(args, "no_translation", False):
+        if args.backend != "onnxruntime":
+            print(f"edgeasr: {path} has a translation head, which runs on onnxruntime only; "
+                  f"transcribing without translation on {args.backend}", file=sys.stderr)
+        else:
+            return SpeechTranslator.from_bundle(
+                bundle, decoding=decoding, blank_penalty=getattr(args, "st_blank_penalty", None),
+                num_threads=args.num_threads, precision=args.precision)
+    return Recognizer.from_bundle(bundle, backend=args.backend, decoding=decoding,
+                                  num_threads=args.num_threads, precision=args.precision)

@@ -7,6 +7,9 @@ encoder frames dropped by the IAM gate, and of label softmaxes avoided by the HA
 ``--out`` writes one JSON line per utterance (id, ref, hyp, duration, times, counters).
 With ``--hotwords``/``--hotwords-file`` every utterance is also decoded without biasing, and
 phrase recall and WER are printed for both (``hyp_unbiased`` in the JSONL).
+With a speech-translation bundle, rows that have a ``translation`` are also scored for the ST
+head: corpus BLEU and chrF (sacrebleu) and the hypothesis/reference word ratio, beside the WER
+of the ASR head (``translation`` and ``translation_ref`` in the JSONL).
 """
 
 from __future__ import annotations
@@ -94,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
             row = {}
             if rec.default_hotwords is not None:
                 row["hyp_unbiased"] = decode_cut(rec, cut, biased=False)[0].text
+            if hasattr(r, "translation"):
+                row["translation"] = r.translation
+                row["translation_ref"] = cut.translation
             row |= {
                 "id": cut.id, "ref": cut.text, "hyp": r.text, "duration": round(dur, 3),
                 "decode_s": round(dec, 4), "e2e_s": round(e2e, 4),
@@ -124,6 +130,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"hotwords ({len(phrases)}): unbiased "
               f"{phrase_recall(refs, [r['hyp_unbiased'] for r in rows], phrases).summary()}, "
               f"WER {100 * base.rate:.2f}%")
+    translator = getattr(rec, "translator", None)
+    if translator is not None:
+        pairs = [(r["translation_ref"], r["translation"]) for r in rows
+                 if r.get("translation_ref")]
+        if pairs:
+            from edgeasr.metrics import translation_scores
+
+            t = translation_scores([a for a, _ in pairs], [b for _, b in pairs])
+            print(f"translation ({translator.spec.target_lang}): BLEU {t['bleu']:.2f}  "
+                  f"chrF {t['chrf']:.2f}  hyp/ref words {t['length_ratio']:.3f}  "
+                  f"({len(pairs)} utts with a reference, ST blank penalty "
+                  f"{translator.blank_penalty:g})")
+        else:
+            print("translation: no row of the manifest has a 'translation' to score against")
     print(f"RTF decode {totals['decode'] / audio:.4f}  end-to-end {totals['e2e'] / audio:.4f}  "
           f"({audio:.1f} s audio, {len(rows)} utts, backend {args.backend}, "
           f"decoding {args.decoding}, {args.num_threads} thread(s))")

@@ -18,6 +18,7 @@ import numpy as np
 from edgeasr.audio import load_audio
 from edgeasr.commands import add_model_arguments, recognizer_from_args
 from edgeasr.stream import Recognizer
+from edgeasr.translation import display_text
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,7 +42,8 @@ def stream_samples(rec: Recognizer, samples: np.ndarray, realtime: bool = False,
                    chunk_ms: int = 100) -> list[str]:
     """Feed ``samples`` (at the model rate) through a new stream, showing results as they come.
 
-    Returns the final texts, one per endpointed segment.
+    Returns the final texts, one per endpointed segment (with a speech-translation bundle,
+    ``"transcript  => translation"``).
     """
     rate = rec.feature_config.sample_rate
     tty = sys.stdout.isatty()
@@ -71,7 +73,7 @@ def stream_samples(rec: Recognizer, samples: np.ndarray, realtime: bool = False,
                 time.sleep(delay)
         s.accept_waveform(rate, samples[a : a + piece])
         rec.decode_stream(s)
-        text = s.result.text
+        text = display_text(s.result)
         if rec.is_endpoint(s):
             if text:
                 show(text, final=True)
@@ -80,8 +82,8 @@ def stream_samples(rec: Recognizer, samples: np.ndarray, realtime: bool = False,
             show(text, final=False)
     s.input_finished()
     rec.decode_stream(s)
-    if s.result.text:
-        show(s.result.text, final=True)
+    if text := display_text(s.result):
+        show(text, final=True)
     elif tty and shown:
         sys.stdout.write("\n")
     return finals

@@ -46,6 +46,9 @@ def format_result(rec: Recognizer, path: Path, r: Result, as_json: bool, timesta
             d["segments"] = segments
         return json.dumps(d, ensure_ascii=False)
     lines = [f"{path}\t{r.text}"]
+    translation = getattr(r, "translation", None)
+    if translation is not None:  # a speech-translation bundle: the target text on its own line
+        lines.append(f"  [{rec.translator.spec.target_lang}] {translation}")  # type: ignore[attr-defined]
     if segments is not None and timestamps:
         lines += [f"  [{s['start']:8.2f} - {s['end']:8.2f}]  {s['text']}" for s in segments]
     if timestamps:
@@ -62,6 +65,7 @@ def transcribe_vad(rec: Recognizer, path: Path, vad: object) -> tuple[Result, li
     samples = load_audio(path, target_rate=SAMPLE_RATE)
     r, parts = transcribe_segments(rec, samples, vad=vad)  # type: ignore[arg-type]
     segs = [{"start": round(s.start_s, 3), "end": round(s.end_s, 3), "text": p.text}
+            | ({"translation": p.translation} if hasattr(p, "translation") else {})
             for s, p in parts]
     return r, segs
 

@@ -20,6 +20,7 @@ its (normalized English) text. ``edgeasr-train parallel`` runs the three steps.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -123,10 +124,16 @@ def _split_of(text: str, seed: int, dev: float, test: float) -> str:
 
 def sentence_pool(pairs: Iterable[ParallelPair], seed: int = 0, min_words: int = 2,
                   max_words: int = 30, dev_fraction: float = 0.02,
-                  test_fraction: float = 0.02) -> SentencePool:
+                  test_fraction: float = 0.02,
+                  seen_text: frozenset[str] | set[str] = frozenset()) -> SentencePool:
     """The English sides as a corpus-builder pool: length-filtered, exact duplicates dropped
     (a repeated English sentence with two translations would make an ambiguous target), split
-    by a seeded hash of the text like :func:`~edgeasr.train.corpus.sentences.collect_sentences`."""
+    by a seeded hash of the text like :func:`~edgeasr.train.corpus.sentences.collect_sentences`.
+
+    ``seen_text``: normalized sentences a stage-1 model was already trained on (for instance the
+    default ASR corpus, whose text sources include the Bible). A sentence in it that hashes to
+    dev or test goes to train instead, so the held-out WER and BLEU are on text no stage ever
+    saw; ``pool.dropped["seen_held_out"]`` counts the moves."""
     splits: dict[str, list[Sentence]] = {"train": [], "dev": [], "test": [], "test_ood": []}
     pool = SentencePool(splits=splits)
     seen: set[str] = set()
@@ -141,6 +148,9 @@ def sentence_pool(pairs: Iterable[ParallelPair], seed: int = 0, min_words: int =
             continue
         seen.add(p.en)
         split = _split_of(p.en, seed, dev_fraction, test_fraction)
+        if split != "train" and p.en in seen_text:
+            pool.dropped["seen_held_out"] = pool.dropped.get("seen_held_out", 0) + 1
+            split = "train"
         splits[split].append(Sentence(p.en, "bible_parallel", split))
     pool.raw_counts["bible_parallel"] = n
     pool.kept_counts["bible_parallel"] = len(seen)
@@ -189,13 +199,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(trained on the normalized Spanish train side; 0: skip)")
     parser.add_argument("--text-only", action="store_true",
                         help="write pairs and text files only (no synthesis)")
+    parser.add_argument("--seen-text", type=Path, action="append", default=[], metavar="FILE",
+                        help="text a stage-1 model trained on, one sentence per line (e.g. the "
+                             "ASR corpus's text/train.txt); its sentences never enter dev/test. "
+                             "Repeatable")
+    for split in ("train", "dev", "test"):
+        parser.add_argument(f"--{split}-utts", type=int, default=None, metavar="N",
+                            help=f"{split} utterances to synthesize (default: the preset's)")
 
 
 def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     pairs = read_bible_pairs(args.key, args.limit)
-    pool = sentence_pool(pairs, args.seed)
+    seen: set[str] = set()
+    for f in args.seen_text:
+        if not f.is_file():
+            raise SystemExit(f"--seen-text {f}: no such file")
+        seen.update(normalize_text(line) for line in f.read_text(encoding="utf-8").splitlines())
+    pool = sentence_pool(pairs, args.seed, seen_text=seen)
     table = {p.en: p.es for p in pairs}
     (out / "text").mkdir(exist_ok=True)
     with (out / "pairs.tsv").open("w", encoding="utf-8") as f:
@@ -213,14 +235,21 @@ def run(args: argparse.Namespace) -> int:
         tok = Tokenizer.train(out / "text" / "train.es.txt", out / "tok-es" / "tokenizer",
                               args.st_vocab_size)
         tok.write_tokens(out / "tok-es" / "tokens.txt")
-    log.info("%d pairs, %s sentences per split", len(pairs),
-             {k: len(v) for k, v in pool.splits.items()})
+    log.info("%d pairs, %s sentences per split, dropped/moved %s", len(pairs),
+             {k: len(v) for k, v in pool.splits.items()}, pool.dropped)
     if args.text_only:
         return 0
     from .build import build_corpus
     from .presets import get_preset
 
-    build_corpus(get_preset(args.preset), out, seed=args.seed, n_jobs=args.jobs, sentences=pool)
+    preset = get_preset(args.preset)
+    counts = {f"{k}_utts": n for k in ("train", "dev", "test")
+              if (n := getattr(args, f"{k}_utts")) is not None}
+    if any(n < 0 for n in counts.values()):
+        raise SystemExit(f"utterance counts must be >= 0, got {counts}")
+    # the pool has no out-of-domain split: never plan test_ood jobs
+    preset = dataclasses.replace(preset, ood_utts=0, **counts)
+    build_corpus(preset, out, seed=args.seed, n_jobs=args.jobs, sentences=pool)
     for manifest in sorted(out.glob("*.jsonl")):  # train, dev, test_clean, test_noisy, ...
         rows, hit = attach_translations(manifest, pairs)
         log.info("%s: %d/%d rows with a translation", manifest, hit, rows)
