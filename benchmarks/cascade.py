@@ -46,7 +46,7 @@ from edgeasr.manifest import Cut, ManifestError, read_manifest
 from edgeasr.metrics import translation_scores, wer
 from edgeasr.stream import Recognizer
 
-__all__ = ["format_table", "load_parallel", "main", "run_cascade"]
+__all__ = ["format_table", "load_parallel", "main", "run_cascade", "score_cascade"]
 
 
 def load_parallel(path: Path, limit: int | None = None) -> list[Cut]:
@@ -70,11 +70,7 @@ def _scores(refs: list[str], hyps: list[str]) -> dict[str, float]:
 
 def run_cascade(rec: Recognizer, sets: dict[str, list[Cut]], pair: str = DEFAULT_PAIR
                 ) -> dict[str, Any]:
-    """Decode every cut with ``rec``, translate transcripts and references with apertium in one
-    call, and score both cascades per set. Returns ``{"sets": {name: {"oracle": ..., "asr":
-    ...}}, "utterances": {name: [...]}}``."""
-    from edgeasr.train.corpus.parallel import normalize_spanish
-
+    """Decode every cut with ``rec``, then :func:`score_cascade`."""
     hyps: dict[str, list[str]] = {}
     audio: dict[str, float] = {}
     decode: dict[str, float] = {}
@@ -87,6 +83,17 @@ def run_cascade(rec: Recognizer, sets: dict[str, list[Cut]], pair: str = DEFAULT
             decode[name] += dec
             if (i + 1) % 20 == 0:
                 print(f"{name}: decoded {i + 1}/{len(cuts)}", file=sys.stderr, flush=True)
+    return score_cascade(sets, hyps, pair, audio, decode)
+
+
+def score_cascade(sets: dict[str, list[Cut]], hyps: dict[str, list[str]],
+                  pair: str = DEFAULT_PAIR, audio: dict[str, float] | None = None,
+                  decode: dict[str, float] | None = None) -> dict[str, Any]:
+    """Translate the transcripts ``hyps`` (per set, one per cut) and the references with
+    apertium in one call, and score both cascades per set. Returns ``{"sets": {name:
+    {"oracle": ..., "asr": ...}}, "utterances": {name: [...]}}``."""
+    from edgeasr.train.corpus.parallel import normalize_spanish
+
     # One apertium call for all distinct strings (the oracle texts of clean and noisy copies of
     # a test set are the same sentences).
     texts = list(dict.fromkeys(s for name, cuts in sets.items()
@@ -97,12 +104,13 @@ def run_cascade(rec: Recognizer, sets: dict[str, list[Cut]], pair: str = DEFAULT
     for name, cuts in sets.items():
         refs = [normalize_spanish(c.translation or "") for c in cuts]
         w = wer([c.text for c in cuts], hyps[name], ids=[c.id for c in cuts])
+        a = (audio or {}).get(name, 0.0)
         results[name] = {
             "utts": len(cuts),
             "oracle": _scores(refs, [mt[c.text] for c in cuts]),
             "asr": {"wer": round(100 * w.rate, 2), **_scores(refs, [mt[h] for h in hyps[name]]),
-                    "audio_s": round(audio[name], 1),
-                    "rtf": round(decode[name] / audio[name], 4) if audio[name] else None},
+                    "audio_s": round(a, 1),
+                    "rtf": round((decode or {}).get(name, 0.0) / a, 4) if a else None},
         }
         utterances[name] = [
             {"id": c.id, "text": c.text, "hyp": h, "translation_ref": ref,

@@ -166,10 +166,11 @@ def test_greedy_emits_a_continuation_exactly_when_its_boost_wins() -> None:
     margin = float(logp[best] - logp[tok])
     lead = next(t for t in range(1, be.spec.vocab_size) if t != tok)
     for boost, want in ((margin - 1e-3, best), (margin + 1e-3, tok)):
-        st = dec.init_state()
+        st = dec.init_state()  # the biased lane (a stream's twin) on its own
+        st.biased = True
         st.hotwords = g = ContextGraph([[lead, int(tok)]], boost)
         st.hotword_state = g.step(g.root, lead)[1]  # inside a match: ``lead`` was emitted
-        dec.decode_chunk(frames, [st])
+        dec._decode_lanes(frames, [st])
         first = st.tokens[0] if st.tokens else 0
         assert first == want, (boost, margin)
 
@@ -198,13 +199,53 @@ def test_boosted_phrase_appears_where_the_plain_decode_misses_it(decoder) -> Non
         b = next(t for t in range(1, 6) if not _contains(plain, [plain[0], t]))
         phrase, boost = [plain[0], b], 5.0
     else:
-        phrase, boost = [3, 3, 3], 1.0
+        phrase, boost = [3, 3, 3], 3.0
     assert not _contains(plain, phrase)
     st = dec.init_state()
     st.hotwords = ContextGraph([phrase], boost)
     dec.decode_chunk(frames, [st])
     dec.finalize([st])
     assert _contains(dec.best(st).tokens, phrase)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_beam_false_start_never_changes_the_plain_result(seed) -> None:
+    """A phrase the model keeps starting but can never finish (its second token is outside the
+    vocabulary) fills the biased lane with false starts, yet the plain search beside it runs
+    unchanged: the result is the plain decode's, whatever the boost."""
+    frames = random_frames(1, 30, seed=seed)
+    dec = ModifiedBeamSearchDecoder(ToyBackend())
+    plain = run(dec, frames)[1][0]
+    v = ToyBackend().spec.vocab_size
+    st = dec.init_state()
+    st.hotwords = ContextGraph([[plain.tokens[0], v + 5]], 1e3)
+    dec.decode_chunk(frames, [st])
+    assert any(h.hw is not None and h.hw.local_score > 0 for h in st.hyps)  # false starts kept
+    dec.finalize([st])
+    assert dec.best(st).tokens == plain.tokens
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_greedy_rolls_back_a_broken_match(seed) -> None:
+    """Greedy's biased twin follows a boosted continuation the plain search would not take,
+    but the phrase can never finish (its last token is outside the vocabulary): the twin is
+    rolled back and the result is the plain decode's; the same phrase without the impossible
+    tail completes and is adopted."""
+    frames = random_frames(1, 30, seed=seed)
+    dec = GreedyDecoder(ToyBackend())
+    plain = run(dec, frames)[1][0].tokens
+    v = ToyBackend().spec.vocab_size
+    b = next(t for t in range(1, 6) if not _contains(plain, [plain[0], t]))
+    for phrase, adopted in (([plain[0], b, v + 5], False), ([plain[0], b], True)):
+        st = dec.init_state()
+        st.hotwords = ContextGraph([phrase], 50.0)
+        for k in range(0, 30, 4):  # chunk by chunk: reconciled after each
+            dec.decode_chunk(frames[:, k : k + 4], [st])
+        dec.finalize([st])
+        got = dec.best(st).tokens
+        assert _contains(got, [plain[0], b]) is adopted, (phrase, got)
+        if not adopted:
+            assert got == plain
 
 
 def _contains(seq, sub) -> bool:
@@ -235,10 +276,16 @@ def test_beam_finalize_gives_back_unfinished_bonus() -> None:
     st = dec.init_state()
     st.hotwords = g
     dec.decode_chunk(frames, [st])
-    assert dec.best(st).tokens == plain.tokens  # the bonus is too small to change the path
-    assert dec.best(st).score == pytest.approx(plain.score + sum(scores), abs=1e-9)
+    (biased,) = [h for h in st.hyps if h.lane == 1]  # the biased search beside the plain one
+    assert biased.tokens == plain.tokens  # the bonus is too small to change the path
+    # (1e-6: both lanes share one joint call, whose float32 rows may round differently)
+    assert biased.score == pytest.approx(plain.score + sum(scores), abs=1e-6)
+    assert biased.committed == pytest.approx(0.0, abs=1e-12)
     dec.finalize([st])
-    assert dec.best(st).score == pytest.approx(plain.score + sum(scores) + back, abs=1e-9)
+    assert biased.score == pytest.approx(plain.score + sum(scores) + back, abs=1e-6)
+    # no phrase completed: the result is the plain search's
+    assert dec.best(st).tokens == plain.tokens
+    assert dec.best(st).score == pytest.approx(plain.score, abs=1e-6)
 
 
 # -- streams ----------------------------------------------------------------------------------

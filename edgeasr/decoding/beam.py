@@ -18,10 +18,17 @@ scoring: it shifts probability mass from blank to the labels and counters the tr
 towards deletions. With ``k = 1`` and no penalty the search is exactly greedy search with one
 symbol per frame.
 
-Hotwords (:mod:`edgeasr.hotwords`): each hypothesis carries its own context-graph state and
-every extension's score includes the graph's step score (bonus for a continued match, back-off
-of the uncommitted bonus for a broken one), as in icefall/sherpa-onnx; ``finalize`` gives back
-the bonus of matches left unfinished before the final ranking.
+Hotwords (:mod:`edgeasr.hotwords`): the plain search runs unchanged (lane 0) and a biased
+search of another ``k`` hypotheses runs beside it in the same predictor and joint calls
+(lane 1). A biased hypothesis carries its own context-graph state and every extension's score
+includes the graph's step score (bonus for a continued match, back-off of the uncommitted bonus
+for a broken one), as in icefall/sherpa-onnx; ``finalize`` gives back the bonus of matches left
+unfinished. The result is the best plain hypothesis unless a biased one that completed a phrase
+scores higher, bonus included. Why two lanes: in one beam, false starts of phrases (the common
+first piece of a name) carry a bonus they have not earned yet, push the right hypothesis out of
+a beam of 4, and give the bonus back too late: one shared beam raised the WER of speech without
+any phrase by 2.2 points at the default score (docs/hotwords.md). Now a bonus can only add a
+phrase, never cost the plain search a hypothesis.
 
 Factorized models (Transducer-Llama, :mod:`edgeasr.decoding.factorized`): with ``labels`` each
 hypothesis carries its own LM state (for llama.cpp: a KV-cache snapshot of its history, see
@@ -73,6 +80,13 @@ class BeamHyp:
     lm_from: LMState | None = None
     skip: int = 0  # frames of a TDT jump still to pass before the hypothesis is extended
     stay: bool = False  # emitted with duration 0: extended again on the same frame
+    lane: int = 0  # 0: the plain search; 1: the hotword-biased search beside it
+    bonus: float = 0.0  # context-graph score inside ``score`` (committed + pending)
+
+    @property
+    def committed(self) -> float:
+        """The bonus of completed phrases (what a broken or unfinished match keeps)."""
+        return self.bonus - (self.hw.local_score if self.hw is not None else 0.0)
 
 
 @dataclass
@@ -111,7 +125,7 @@ class ModifiedBeamSearchDecoder:
         return BeamState(hyps=[BeamHyp((), (), 0.0, ctx, lm=self._root_lm())])
 
     def new_segment(self, state: BeamState) -> BeamState:
-        top = state.hyps[0]
+        top = _winner(state.hyps)
         return BeamState(
             frame_offset=state.frame_offset,
             segment_start=state.frame_offset,
@@ -121,20 +135,33 @@ class ModifiedBeamSearchDecoder:
         )
 
     def best(self, state: BeamState) -> Hypothesis:
-        top = state.hyps[0]
+        top = _winner(state.hyps)
         return Hypothesis(top.tokens, top.frames, top.score)
 
     def finalize(self, states: list[BeamState]) -> None:
-        """Remove unfinished hotword bonuses and re-rank; without hotwords the best
-        hypothesis is already first after every frame."""
+        """Remove unfinished hotword bonuses of the biased lane; the winner (see
+        :func:`_winner`) goes first. Without hotwords the best hypothesis already is."""
         for s in states:
             g = s.hotwords
             if g is None:
                 continue
             for h in s.hyps:
-                back, h.hw = g.finalize(h.hw or g.root)
-                h.score += back
-            s.hyps.sort(key=lambda h: -h.score)
+                if h.lane == 1:
+                    back, h.hw = g.finalize(h.hw or g.root)
+                    h.score += back
+                    h.bonus += back
+            top = _winner(s.hyps)
+            s.hyps = [top] + [h for h in sorted(s.hyps, key=lambda h: -h.score) if h is not top]
+
+    def _lanes(self, s: BeamState) -> None:
+        """Start the biased lane when a stream has hotwords (a copy of the plain beam, at the
+        graph root) and drop it when they are removed."""
+        has = any(h.lane for h in s.hyps)
+        if s.hotwords is not None and not has:
+            s.hyps = s.hyps + [replace(h, lane=1, hw=None, bonus=0.0) for h in s.hyps
+                               if h.lane == 0]
+        elif s.hotwords is None and has:
+            s.hyps = [h for h in s.hyps if h.lane == 0]
 
     def _update_predictor(self, hyps: list[BeamHyp]) -> None:
         todo = [h for h in hyps if h.p is None]
@@ -154,6 +181,8 @@ class ModifiedBeamSearchDecoder:
         check_frames(frames, len(states), self.backend.spec.joint_dim)
         _, c, _ = frames.shape
         am = self.labels.acoustic(self.backend, frames) if self.labels else None
+        for s in states:
+            self._lanes(s)
         for t in range(c):
             done: list[list[BeamHyp]] = []
             frontier: list[list[BeamHyp]] = []
@@ -189,7 +218,9 @@ class ModifiedBeamSearchDecoder:
                         done[i], s.frame_offset + t, last=r == self.max_symbols - 1)
                     start += m
             for s, d in zip(states, done, strict=True):
-                s.hyps = sorted(d, key=lambda h: -h.score)[: self.beam]
+                s.hyps = [h for lane in (0, 1)
+                          for h in sorted((h for h in d if h.lane == lane),
+                                          key=lambda h: -h.score)[: self.beam]]
         for s in states:
             s.frame_offset += c
 
@@ -206,10 +237,30 @@ class ModifiedBeamSearchDecoder:
         candidates, the frontier and the already finished hypotheses survive; candidates with
         the same tokens and the same place are merged (log-sum-exp). Returns
         ``(frontier, done)``."""
+        front: list[BeamHyp] = []
+        finished: list[BeamHyp] = []
+        for lane in (0, 1) if s.hotwords is not None else (0,):
+            rows = [i for i, h in enumerate(hyps) if h.lane == lane]
+            lane_done = [h for h in done if h.lane == lane]
+            if rows:
+                f, d = self._expand_lane(s.hotwords if lane else None, [hyps[i] for i in rows],
+                                         logp[rows], dur[rows], lane_done, frame, last=last)
+            else:
+                f, d = [], lane_done
+            front += f
+            finished += d
+        return front, finished
+
+    def _expand_lane(
+        self, g: ContextGraph | None, hyps: list[BeamHyp], logp: np.ndarray, dur: np.ndarray,
+        done: list[BeamHyp], frame: int, *, last: bool,
+    ) -> tuple[list[BeamHyp], list[BeamHyp]]:
+        """:meth:`_expand` for the hypotheses of one lane; ``g`` is the biasing graph of the
+        biased lane (None for the plain one)."""
         v = logp.shape[1]
-        g = s.hotwords
-        if g is not None:
-            logp = logp + self._bonus(g, hyps, v)
+        bonus = self._bonus(g, hyps, v) if g is not None else None
+        if bonus is not None:
+            logp = logp + bonus
         durs = self.durations if self.durations is not None else _ONE_FRAME
         cand = (np.array([h.score for h in hyps])[:, None, None] + logp[:, :, None]
                 + dur[:, None, :]).reshape(-1)
@@ -221,14 +272,16 @@ class ModifiedBeamSearchDecoder:
             tok, d = divmod(int(idx % per_hyp), len(durs))
             d = int(durs[d])
             score = float(cand[idx])
+            step = float(bonus[idx // per_hyp, tok]) if bonus is not None else 0.0
             if tok == BLANK:
                 new = BeamHyp(src.tokens, src.frames, score, src.context, src.p, src.hw, src.lm,
-                              skip=max(d, 1) - 1)
+                              skip=max(d, 1) - 1, lane=src.lane, bonus=src.bonus)
             else:
                 ctx = (*src.context[1:], tok)
                 stay = d == 0 and not last
                 new = BeamHyp((*src.tokens, tok), (*src.frames, frame), score, ctx,
-                              lm_from=src.lm, skip=0 if stay else max(d, 1) - 1, stay=stay)
+                              lm_from=src.lm, skip=0 if stay else max(d, 1) - 1, stay=stay,
+                              lane=src.lane, bonus=src.bonus + step)
                 if g is not None:
                     new.hw = g.step(src.hw or g.root, tok)[1]
             key = ("stay" if new.stay else "done", new.tokens, new.skip)
@@ -256,3 +309,16 @@ class ModifiedBeamSearchDecoder:
                 if tok < v:
                     out[r, tok] = sc
         return out
+
+
+def _winner(hyps: list[BeamHyp]) -> BeamHyp:
+    """The result: the best plain hypothesis, unless a biased one holding a completed phrase
+    scores higher (its committed bonus included; a pending bonus does not count, so a partial
+    result never shows a phrase the stream has not finished saying)."""
+    best = max((h for h in hyps if h.lane == 0), key=lambda h: h.score, default=None)
+    biased = [h for h in hyps if h.lane == 1 and h.committed > 0]
+    if biased:
+        b = max(biased, key=lambda h: h.score - (h.bonus - h.committed))
+        if best is None or b.score - (b.bonus - b.committed) > best.score:
+            return b
+    return best if best is not None else hyps[0]

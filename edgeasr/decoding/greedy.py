@@ -11,10 +11,14 @@ One loop serves three methods (they differ only in two switches):
   frames to advance, so frames inside a jump are never evaluated. A jump past the chunk end is
   carried into the next chunk, which keeps chunked decoding equal to whole-utterance decoding.
 
-Hotwords (:mod:`edgeasr.hotwords`): a stream with a context graph adds the graph's bonus to
-the log-probs of the tokens that continue (or start) a phrase before the argmax, so a phrase
-continuation wins over blank or another token when its boosted score is higher; the stream's
-graph state follows the emitted tokens (back-off on a broken match).
+Hotwords (:mod:`edgeasr.hotwords`): a stream with a context graph decodes twice in the same
+joint calls: the plain search (the stream's own state, never biased) and a biased twin
+(``GreedyState.twin``) that adds the graph's bonus to the log-probs of the tokens continuing a
+phrase it has begun before the argmax, so a continuation wins over blank or another token when
+its boosted score is higher. After every chunk the two are reconciled (rollback): a twin that
+completed a phrase is adopted by the stream; a twin whose match broke (back at the graph root)
+is reset to the plain search; a twin in the middle of a match runs on. So a broken partial match
+never reaches the result, and speech without any phrase decodes exactly as without hotwords.
 
 Factorized models (Transducer-Llama, :mod:`edgeasr.decoding.factorized`): with ``labels`` the
 label distribution is the acoustic label head (``iam_joint``) combined with an LM, and every
@@ -62,6 +66,9 @@ class GreedyState(DecoderState):
     hotwords: ContextGraph | None = None  # contextual biasing graph of this stream
     hotword_state: ContextState | None = None  # position in it (None: the root)
     lm: LMState | None = None  # LM history of a factorized model (None: HAT labels)
+    biased: bool = False  # this state is a hotword twin: the bonuses apply to it
+    twin: GreedyState | None = None  # the biased twin of a stream with hotwords
+    phrases: int = 0  # phrases a twin completed since it was last reconciled
 
 
 class GreedyDecoder:
@@ -124,6 +131,39 @@ class GreedyDecoder:
 
     def decode_chunk(self, frames: np.ndarray, states: list[GreedyState]) -> None:
         check_frames(frames, len(states), self.backend.spec.joint_dim)
+        owners: list[int] = []
+        for i, s in enumerate(states):
+            if s.hotwords is None:
+                s.twin = None
+            else:
+                if s.twin is None or s.twin.hotwords is not s.hotwords:
+                    s.twin = GreedyState(frame_offset=s.frame_offset,
+                                         segment_start=s.segment_start, hotwords=s.hotwords,
+                                         biased=True)
+                    _copy_path(s, s.twin)
+                owners.append(i)
+        if owners:  # the twins ride in the same batched calls, on the same frames
+            twins = [states[i].twin for i in owners]
+            self._decode_lanes(np.concatenate([frames, frames[owners]]),
+                               [*states, *twins])  # type: ignore[list-item]
+            for i, twin in zip(owners, twins, strict=True):
+                self._reconcile(states[i], twin)  # type: ignore[arg-type]
+        else:
+            self._decode_lanes(frames, states)
+
+    @staticmethod
+    def _reconcile(s: GreedyState, twin: GreedyState) -> None:
+        """Rollback (module doc): adopt a twin that completed a phrase, reset one whose match
+        broke, leave one in the middle of a match."""
+        if twin.phrases > 0:
+            _copy_path(twin, s)
+            twin.phrases = 0
+        elif twin.hotword_state is None or twin.hotword_state is twin.hotwords.root:  # type: ignore[union-attr]
+            _copy_path(s, twin)
+            twin.hotword_state = None
+
+    def _decode_lanes(self, frames: np.ndarray, states: list[GreedyState]) -> None:
+        """The search proper over every state given (streams and twins alike)."""
         n, c, _ = frames.shape
         self._update_predictor(states)
         # IAM-gated frames; filled by the first round's joint call (see _joint_rows)
@@ -231,7 +271,7 @@ class GreedyDecoder:
         83.2 -> 89.2%, and still to 85.8% when only its own best label was boosted; with no start
         boost it stays 83.2%). Beam search, which can drop a false start, boosts starts too."""
         g = s.hotwords
-        if g is None or s.hotword_state is None or s.hotword_state is g.root:
+        if not s.biased or g is None or s.hotword_state is None or s.hotword_state is g.root:
             return {}
         return g.bonuses(s.hotword_state)
 
@@ -243,7 +283,8 @@ class GreedyDecoder:
             return logp
         logp = logp.copy()
         for k, bonus in bonuses.items():
-            logp[k] += bonus
+            if k < logp.shape[-1]:  # as the beam search: ids past V cannot be emitted
+                logp[k] += bonus
         return logp
 
     def _walk(
@@ -275,7 +316,7 @@ class GreedyDecoder:
                 tok = BLANK
             else:
                 s.stats.label_softmaxes += 1
-                if s.hotwords is not None:
+                if s.biased:
                     logp = self._biased(s, logp)
                 tok = int(np.argmax(logp))
             if tok == BLANK:
@@ -286,8 +327,11 @@ class GreedyDecoder:
             s.token_frames.append(s.frame_offset + u)
             s.context = [*s.context[1:], tok]
             s.p = None
-            if s.hotwords is not None:
-                _, s.hotword_state = s.hotwords.step(s.hotword_state or s.hotwords.root, tok)
+            if s.biased and s.hotwords is not None:
+                g = s.hotwords
+                _, s.hotword_state = g.step(s.hotword_state or g.root, tok)
+                if g.matched(s.hotword_state):
+                    s.phrases += 1
             symbols[i] += 1
             advance = dur if self.durations is not None else 0
             if advance == 0 and symbols[i] >= self.max_symbols:
@@ -297,3 +341,14 @@ class GreedyDecoder:
                 symbols[i] = 0
             return True
         return False
+
+
+def _copy_path(src: GreedyState, dst: GreedyState) -> None:
+    """Make ``dst`` continue from where ``src`` is: its tokens, predictor context and output,
+    TDT carry and LM history (all replaced, never mutated, so sharing them is safe)."""
+    dst.tokens = list(src.tokens)
+    dst.token_frames = list(src.token_frames)
+    dst.context = list(src.context)
+    dst.p = src.p
+    dst.pending_skip = src.pending_skip
+    dst.lm = src.lm
