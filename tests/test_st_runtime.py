@@ -149,8 +149,8 @@ def test_cli_transcribe_stream_eval_and_server_carry_the_translation(st_bundle, 
     """``edgeasr transcribe/stream/eval`` and the server's result messages carry the ST head's
     output for a translation bundle; ``--no-translation`` runs the ASR half alone."""
     import soundfile as sf
-
     from edgeasr.apps.protocol import StreamConfig, result_message
+
     from edgeasr.cli import main
     from edgeasr.commands.stream_cmd import stream_samples
 
@@ -192,3 +192,34 @@ def test_cli_transcribe_stream_eval_and_server_carry_the_translation(st_bundle, 
               audio_seconds=1.0, samples=16000, config=cfg)
     assert json.loads(result_message("final", **kw, translation="hola"))["translation"] == "hola"
     assert "translation" not in json.loads(result_message("final", **kw))
+
+
+def test_server_streams_text_and_translation(st_bundle) -> None:
+    """``edgeasr serve`` with an ST bundle: every partial/final carries ``translation``, and the
+    finals equal the offline ``transcribe`` of the same audio, translation included."""
+    import asyncio
+
+    from edgeasr.apps.loadtest import stream_audio
+    from edgeasr.apps.server import AsrServer, ServerConfig
+
+    rec = SpeechTranslator.from_bundle(st_bundle[0], blank_penalty=1e4)
+    audio = (np.round(_audio(1.5) * 32768) / 32768).astype(np.float32)  # int16 on the wire
+    offline = rec.transcribe(audio, sample_rate=16000)
+
+    async def main():
+        server = AsrServer(rec, ServerConfig(port=0))
+        await server.start()
+        try:
+            return await asyncio.wait_for(
+                stream_audio(f"ws://127.0.0.1:{server.port}/ws", audio,
+                             config={"endpoint": False}), 60)
+        finally:
+            await server.stop()
+
+    record = asyncio.run(main())
+    assert record.done and not record.errors, record.messages
+    results = [m for m in record.messages if m["type"] in ("partial", "final")]
+    assert results and all("translation" in m for m in results)
+    (final,) = [m for m in results if m["type"] == "final"]
+    assert (final["text"], final["translation"]) == (offline.text, offline.translation)
+    assert offline.translation
