@@ -267,6 +267,7 @@ def test_parallel_text_normalization_pairing_and_manifest_translation(tmp_path) 
     assert normalize_spanish("Y dijo Dios: Sea la luz; y fué la luz.") == \
         "y dijo dios sea la luz y fué la luz"
     assert normalize_spanish("¿Dónde está, Señor?") == "dónde está señor"
+    assert normalize_spanish("él es carne <H7683>: mas serán") == "él es carne mas serán"
     # equal sentence counts: split into sentence pairs; unequal: the verse stays whole
     two = pair_sentences("Gen 1:1", "God said it. It was 2 days.", "Dijo Dios. Fueron dos días.")
     assert [(p.en, p.es, p.key) for p in two] == [
@@ -280,6 +281,14 @@ def test_parallel_text_normalization_pairing_and_manifest_translation(tmp_path) 
     pool = sentence_pool(pairs)
     assert sum(len(v) for v in pool.splits.values()) == 1
     assert pool.dropped == {"duplicate": 1, "length": 1}
+    # a sentence a stage-1 model trained on never lands in dev/test (it moves to train)
+    many = [ParallelPair(f"verse number {i} of the lord", f"versículo {i}", f"k{i}")
+            for i in range(400)]
+    held = [p.en for p in many if sentence_pool([p]).splits["train"] == []]
+    assert held  # some hash into dev/test on their own
+    seen = sentence_pool(many, seen_text=set(held))
+    assert not seen.splits["dev"] and not seen.splits["test"]
+    assert len(seen.splits["train"]) == 400 and seen.dropped["seen_held_out"] == len(held)
     m = tmp_path / "train.jsonl"
     m.write_text(json.dumps({"id": "a", "text": "The Lord is good.", "duration": 1.0}) + "\n"
                  + json.dumps({"id": "b", "text": "something else", "duration": 1.0}) + "\n")

@@ -63,11 +63,17 @@ class ParallelPair:
     key: str
 
 
+#: Strong's concordance numbers that Debian's Reina-Valera module leaves in its plain-text
+#: output ("... él es carne <H7683>: mas ..."): markup, not words.
+_STRONGS = re.compile(r"<[HG]\d+>")
+
+
 def normalize_spanish(text: str) -> str:
     """Lower case, NFC, punctuation and symbols dropped, whitespace collapsed; letters with
-    accents, ñ and ü kept (they distinguish words). Digits are kept as written (the Bible text
-    spells numbers out, so none occur in practice)."""
-    text = unicodedata.normalize("NFC", text).lower()
+    accents, ñ and ü kept (they distinguish words); Strong's numbers (``<H7683>``) removed.
+    Digits are kept as written (the Bible text spells numbers out, so none occur in
+    practice)."""
+    text = unicodedata.normalize("NFC", _STRONGS.sub(" ", text)).lower()
     out = [ch if (ch.isalnum() or ch.isspace()) else " " for ch in text]
     return " ".join("".join(out).split())
 
