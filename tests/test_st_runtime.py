@@ -223,3 +223,43 @@ def test_server_streams_text_and_translation(st_bundle) -> None:
     (final,) = [m for m in results if m["type"] == "final"]
     assert (final["text"], final["translation"]) == (offline.text, offline.translation)
     assert offline.translation
+
+
+def test_hent_srt_table_benchmark_runs_both_modes(st_bundle, tmp_path, capsys) -> None:
+    """``python -m benchmarks.hent_srt``: one system (the tiny bundle and its checkpoint), one
+    parallel set, two blank penalties -> streaming and full-context rows with WER and BLEU; the
+    streamed translations are the runtime's own."""
+    import soundfile as sf
+
+    pytest.importorskip("sacrebleu")
+    from edgeasr.train.checkpoint import save_checkpoint
+
+    from benchmarks.hent_srt import main
+
+    root, model, _ = st_bundle
+    ckpt = tmp_path / "st.pt"
+    save_checkpoint(ckpt, {
+        "model_config": model.cfg.to_dict(), "model": model.state_dict(),
+        "tokenizer": Bundle.load(root).tokenizer_path.read_bytes(),
+        "st_tokenizer": (root / "st_tokenizer.model").read_bytes(),
+        "feature_config": {}, "train_config": {}})
+    wav = tmp_path / "a.wav"
+    sf.write(wav, _audio(1.5), 16000)
+    manifest = tmp_path / "par.jsonl"
+    manifest.write_text("".join(json.dumps(
+        {"id": f"u{i}", "audio": str(wav), "text": EN[i], "duration": 1.5,
+         "translation": ES[i]}) + "\n" for i in range(2)))
+    out = tmp_path / "table.json"
+    assert main(["--system", f"tiny={root}:{ckpt}", "--set", f"t={manifest}",
+                 "--blank-penalties", "0,1e4", "--no-cascade", "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert table.count("| tiny | streaming |") == 2 and table.count("| tiny | full |") == 2
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["mode"], r["blank_penalty"]) for r in rows] == [
+        ("streaming", 0.0), ("streaming", 1e4), ("full", 0.0), ("full", 1e4)]
+    assert rows[1]["t"]["length_ratio"] > rows[0]["t"]["length_ratio"]  # penalty -> longer
+    streamed = json.loads(out.read_text())["utterances"]["tiny|streaming|10000.0|t"]
+    rec = SpeechTranslator.from_bundle(root, blank_penalty=1e4)
+    assert streamed[0]["translation"] == rec.transcribe(wav).translation
+    with pytest.raises(SystemExit, match="NAME=BUNDLE:CHECKPOINT"):
+        main(["--system", "nocolon", "--set", f"t={manifest}"])
