@@ -216,6 +216,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out: Path = args.out
+    counts = {f"{k}_utts": n for k in ("train", "dev", "test")
+              if (n := getattr(args, f"{k}_utts")) is not None}
+    if any(n < 0 for n in counts.values()):  # checked before any work is done
+        raise SystemExit(f"utterance counts must be >= 0, got {counts}")
     out.mkdir(parents=True, exist_ok=True)
     pairs = read_bible_pairs(args.key, args.limit)
     seen: set[str] = set()
@@ -248,13 +252,8 @@ def run(args: argparse.Namespace) -> int:
     from .build import build_corpus
     from .presets import get_preset
 
-    preset = get_preset(args.preset)
-    counts = {f"{k}_utts": n for k in ("train", "dev", "test")
-              if (n := getattr(args, f"{k}_utts")) is not None}
-    if any(n < 0 for n in counts.values()):
-        raise SystemExit(f"utterance counts must be >= 0, got {counts}")
     # the pool has no out-of-domain split: never plan test_ood jobs
-    preset = dataclasses.replace(preset, ood_utts=0, **counts)
+    preset = dataclasses.replace(get_preset(args.preset), ood_utts=0, **counts)
     build_corpus(preset, out, seed=args.seed, n_jobs=args.jobs, sentences=pool)
     for manifest in sorted(out.glob("*.jsonl")):  # train, dev, test_clean, test_noisy, ...
         rows, hit = attach_translations(manifest, pairs)
