@@ -40,7 +40,7 @@ from typing import Any
 from benchmarks.apertium import DEFAULT_PAIR, check_pair
 from benchmarks.cascade import _debian_version, load_parallel, score_cascade
 from benchmarks.wer_table import _parse_sets
-from edgeasr.commands.eval import decode_cut
+from edgeasr.commands.eval import decode_cut, load_cut_audio
 from edgeasr.decoding import DecodingConfig
 from edgeasr.errors import EdgeAsrError
 from edgeasr.manifest import Cut
@@ -108,18 +108,13 @@ def decode_full_context(model: Any, asr_tok: Any, st_tok: Any, feature_config: A
     from edgeasr.train.model.hierarchical import st_greedy_decode
     from edgeasr.train.model.transducer import greedy_decode
 
-    from edgeasr.audio import load_audio
     from edgeasr.features import compute_features
 
     out = Outputs([], [])
     rate = feature_config.sample_rate
     with torch.inference_mode():
         for cut in cuts:
-            audio = load_audio(cut.audio, target_rate=rate)
-            a = int(round(cut.offset * rate))
-            b = len(audio) if not cut.duration else min(len(audio),
-                                                        a + int(round(cut.duration * rate)))
-            audio = audio[a:b]
+            audio = load_cut_audio(cut, rate)
             t0 = time.perf_counter()
             feats = torch.from_numpy(compute_features(audio, feature_config))[None]
             lens = torch.tensor([feats.shape[1]])

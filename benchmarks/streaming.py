@@ -81,17 +81,14 @@ def speech_onset(audio: np.ndarray, rate: int = RATE, rel: float = 0.05) -> floa
 
 def load_utterances(manifest: str | Path, limit: int) -> list[Utterance]:
     """The first ``limit`` cuts of a JSONL manifest, loaded and cut to their span."""
-    from edgeasr.audio import load_audio
+    from edgeasr.commands.eval import load_cut_audio
     from edgeasr.manifest import iter_manifest
 
     out: list[Utterance] = []
     for cut in iter_manifest(manifest):
         if len(out) >= limit:
             break
-        x = load_audio(cut.audio, target_rate=RATE)
-        a = int(round(cut.offset * RATE))
-        b = a + int(round(cut.duration * RATE)) if cut.duration else len(x)
-        x = np.ascontiguousarray(x[a:b], dtype=np.float32)
+        x = np.ascontiguousarray(load_cut_audio(cut, RATE), dtype=np.float32)
         if x.size == 0:
             continue
         out.append(Utterance(cut.id, x, cut.text, speech_onset(x)))

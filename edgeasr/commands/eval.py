@@ -39,16 +39,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
 
 
+def load_cut_audio(cut: Cut, rate: int) -> np.ndarray:
+    """The samples of ``cut`` at ``rate``: its file decoded and resampled, cut to
+    ``[offset, offset + duration)`` (a duration of 0 means to the end of the file)."""
+    audio = load_audio(cut.audio, target_rate=rate)
+    a = int(round(cut.offset * rate))
+    b = len(audio) if not cut.duration else min(len(audio), a + int(round(cut.duration * rate)))
+    return audio[a:b]
+
+
 def decode_cut(rec: Recognizer, cut: Cut, biased: bool = True
                ) -> tuple[Result, float, float, float]:
     """Decode one cut; returns (result, audio seconds, decode seconds, end-to-end seconds).
     ``biased=False`` decodes without the configured hotwords."""
     t0 = time.perf_counter()
     rate = rec.feature_config.sample_rate
-    audio = load_audio(cut.audio, target_rate=rate)
-    a = int(round(cut.offset * rate))
-    b = len(audio) if not cut.duration else min(len(audio), a + int(round(cut.duration * rate)))
-    audio = audio[a:b]
+    audio = load_cut_audio(cut, rate)
     s = rec.create_stream()
     if not biased:
         s.set_hotwords(None)
