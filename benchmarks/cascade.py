@@ -46,7 +46,8 @@ from edgeasr.manifest import Cut, ManifestError, read_manifest
 from edgeasr.metrics import translation_scores, wer
 from edgeasr.stream import Recognizer
 
-__all__ = ["format_table", "load_parallel", "main", "run_cascade", "score_cascade"]
+__all__ = ["format_table", "load_parallel", "main", "run_cascade", "score_cascade",
+           "scoring_footer"]
 
 
 def load_parallel(path: Path, limit: int | None = None) -> list[Cut]:
@@ -146,6 +147,15 @@ def _debian_version(package: str) -> str | None:
     return proc.stdout.strip() or None
 
 
+def scoring_footer(pair: str, t0: float) -> str:
+    """The line under a translation table: how it was scored, the apertium data (which decides
+    the cascade BLEU), the machine and the run time."""
+    return (f"apertium {pair} (apertium-eng-spa "
+            f"{_debian_version('apertium-eng-spa') or 'version unknown'}), "
+            f"sacrebleu corpus BLEU/chrF on normalize_spanish text; {os.cpu_count()} cores, "
+            f"load {os.getloadavg()[0]:.2f}, {time.time() - t0:.0f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.cascade",
                                  description=__doc__.splitlines()[0])
@@ -174,10 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     bundle = args.bundle or "models/default"
     print(format_table(out["sets"], bundle))
-    print(f"\napertium {args.pair} (apertium-eng-spa "
-          f"{_debian_version('apertium-eng-spa') or 'version unknown'}), "
-          f"sacrebleu corpus BLEU/chrF on normalize_spanish text; {os.cpu_count()} cores, "
-          f"load {os.getloadavg()[0]:.2f}, {time.time() - t0:.0f} s")
+    print(f"\n{scoring_footer(args.pair, t0)}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({

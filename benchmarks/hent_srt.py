@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.apertium import DEFAULT_PAIR, check_pair
-from benchmarks.cascade import _debian_version, load_parallel, score_cascade
+from benchmarks.cascade import load_parallel, score_cascade, scoring_footer
 from benchmarks.wer_table import _parse_sets
 from edgeasr.commands.eval import decode_cut, load_cut_audio
 from edgeasr.decoding import DecodingConfig
@@ -235,10 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hent_srt: {e}", file=sys.stderr)
         return 1
     print(format_table(rows, list(sets)))
-    print(f"\n{', '.join(f'{n}: {len(c)} utts' for n, c in sets.items())}; sacrebleu corpus "
-          f"BLEU/chrF on normalize_spanish text; apertium {args.pair} "
-          f"({_debian_version('apertium-eng-spa') or 'version unknown'}); {os.cpu_count()} "
-          f"cores, load {os.getloadavg()[0]:.2f}, {time.time() - t0:.0f} s")
+    print(f"\n{', '.join(f'{n}: {len(c)} utts' for n, c in sets.items())}; "
+          f"{scoring_footer(args.pair, t0)}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({
