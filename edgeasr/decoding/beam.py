@@ -84,9 +84,14 @@ class BeamHyp:
     bonus: float = 0.0  # context-graph score inside ``score`` (committed + pending)
 
     @property
+    def pending(self) -> float:
+        """The bonus of the unfinished match, which a broken match or ``finalize`` gives back."""
+        return self.hw.local_score if self.hw is not None else 0.0
+
+    @property
     def committed(self) -> float:
         """The bonus of completed phrases (what a broken or unfinished match keeps)."""
-        return self.bonus - (self.hw.local_score if self.hw is not None else 0.0)
+        return self.bonus - self.pending
 
 
 @dataclass
@@ -318,7 +323,7 @@ def _winner(hyps: list[BeamHyp]) -> BeamHyp:
     best = max((h for h in hyps if h.lane == 0), key=lambda h: h.score, default=None)
     biased = [h for h in hyps if h.lane == 1 and h.committed > 0]
     if biased:
-        b = max(biased, key=lambda h: h.score - (h.bonus - h.committed))
-        if best is None or b.score - (b.bonus - b.committed) > best.score:
+        b = max(biased, key=lambda h: h.score - h.pending)
+        if best is None or b.score - b.pending > best.score:
             return b
     return best if best is not None else hyps[0]
