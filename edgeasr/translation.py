@@ -123,7 +123,7 @@ class TranslationSpec:
     @classmethod
     def from_bundle(cls, bundle: Bundle) -> TranslationSpec:
         """Read the sidecar of a loaded bundle; it must be listed (hashed) in model.json."""
-        if TRANSLATION_JSON not in bundle.manifest.files:
+        if not is_translation_bundle(bundle):
             raise BundleError(f"{bundle.root}: not a speech-translation bundle (model.json lists "
                               f"no {TRANSLATION_JSON}; export with edgeasr.export.st)")
         path = bundle.path(TRANSLATION_JSON)
