@@ -148,7 +148,7 @@ def test_stage1_may_be_a_tdt_full_loss_asr_checkpoint() -> None:
     duration head is dropped, the pruned loss's projections start fresh, every other weight is
     stage 1's; a different network shape is a ConfigError naming the fields."""
     from edgeasr.train.config import ConfigError
-    from edgeasr.train.st import stage1_asr_state
+    from edgeasr.train.warm_start import warm_start_state
 
     torch.manual_seed(0)
     cfg = tiny_hierarchical_config(asr_overrides={"loss": "pruned"})
@@ -156,7 +156,7 @@ def test_stage1_may_be_a_tdt_full_loss_asr_checkpoint() -> None:
     stage1 = Transducer(tdt_cfg)
     init = {"model_config": tdt_cfg.to_dict(), "model": stage1.state_dict()}
     model = HierarchicalTransducer(cfg)
-    state, notes = stage1_asr_state(init, model.asr, "stage1.pt")
+    state, notes = warm_start_state(init, model.asr, "stage1.pt")
     model.asr.load_state_dict(state)  # strict: complete and nothing extra
     for k, v in stage1.state_dict().items():
         if not k.startswith("joint.duration_head."):
@@ -166,7 +166,7 @@ def test_stage1_may_be_a_tdt_full_loss_asr_checkpoint() -> None:
     assert any("mask_prob" in n for n in notes)
     wide = dataclasses.replace(tdt_cfg, d_model=tdt_cfg.d_model * 2)
     with pytest.raises(ConfigError, match="d_model"):
-        stage1_asr_state({"model_config": wide.to_dict(), "model": {}}, model.asr, "x.pt")
+        warm_start_state({"model_config": wide.to_dict(), "model": {}}, model.asr, "x.pt")
 
 
 def test_config_round_trip_and_clear_errors() -> None:

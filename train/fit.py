@@ -65,6 +65,7 @@ from .data import AsrDataset, Batch, global_cmvn, make_loader, sampler_for
 from .model import LossOutput, ModelConfig, Transducer, greedy_decode
 from .model.interaed import KDConfig, attach_kd
 from .plot import plot_log
+from .warm_start import require_same_features, warm_start_state
 
 __all__ = ["Trainer", "add_arguments", "fit", "learning_rate", "run"]
 
@@ -252,8 +253,10 @@ class Trainer:
         shape is recorded in it); ``init`` weights are loaded here."""
         model = Transducer(self.model_config)
         if init is not None:
-            _require_model_config(init, self.model_config.to_dict(), "init checkpoint")
-            model.load_state_dict(init["model"])
+            require_same_features(init, self.feature_config, "init checkpoint")
+            state, notes = warm_start_state(init, model, "init checkpoint")
+            model.load_state_dict(state)
+            log.info("weights from the init checkpoint%s", "".join(f"; {n}" for n in notes))
         if self.cfg.kd:  # training-only KD decoders, before the optimizer sees the parameters
             attach_kd(model, KDConfig.from_dict(self.cfg.kd), None, self.tokenizer.model_bytes)
         return model

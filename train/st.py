@@ -45,66 +45,15 @@ from .fit import Trainer
 from .fit import add_arguments as fit_arguments
 from .model import LossOutput, Transducer
 from .model.hierarchical import HierarchicalConfig, HierarchicalTransducer, st_greedy_decode
+from .warm_start import require_same_features, warm_start_state
 
 __all__ = ["ParallelDataset", "StBatch", "StOptions", "StTrainer", "load_st_config",
-           "normalize_translation", "stage1_asr_state"]
+           "normalize_translation"]
 
 log = logging.getLogger("edgeasr.train.st")
 
 
 #: ModelConfig fields that shape the ASR half's weights: a stage-1 checkpoint must agree on all.
-WEIGHT_FIELDS = ("vocab_size", "feature_dim", "subsampling", "subsampling_channels", "d_model",
-                 "num_layers", "num_heads", "ffn_dim", "conv_kernel", "joint_dim",
-                 "predictor_dim", "context_size")
-
-
-def stage1_asr_state(init: dict[str, Any], asr: Transducer, what: str
-                     ) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """The stage-1 weights as a full state dict for ``asr`` (the stage-2 model's ASR half).
-
-    Stage 1 may be any edgeasr ASR checkpoint with the same network shape (:data:`WEIGHT_FIELDS`),
-    for instance the shipped default model, so stage 2 need not repeat hours of ASR training.
-    Training-only settings (chunk sizes, masking, loss scales, SpecAugment, left context) may
-    differ. Two heads are reconciled, each reported in the returned notes:
-
-    - a TDT duration head is dropped when stage 2's ASR head is a plain RNN-T (HENT-SRT decodes
-      the ASR head frame by frame; its blank and label heads are the TDT model's own);
-    - the pruned loss's ``simple_am_proj`` / ``simple_lm_proj`` (used only by that training loss)
-      start from ``asr``'s fresh initialization when stage 1 trained with the full loss, and are
-      dropped in the opposite case.
-    """
-    src, dst = init["model_config"], asr.cfg.to_dict()
-    bad = [f"{k} {src.get(k)!r} != {dst[k]!r}" for k in WEIGHT_FIELDS if src.get(k) != dst[k]]
-    src_d, dst_d = tuple(src.get("durations") or ()), tuple(dst["durations"] or ())
-    if dst_d and src_d != dst_d:
-        bad.append(f"durations {list(src_d)} != {list(dst_d)}")
-    if bad:
-        raise ConfigError(f"{what}: the stage-1 network differs from [model] ({'; '.join(bad)});"
-                          " copy its [model] shape into the stage-2 config")
-    state = dict(init["model"])
-    notes: list[str] = []
-    if src_d and not dst_d:
-        for k in [k for k in state if k.startswith("joint.duration_head.")]:
-            del state[k]
-        notes.append(f"TDT duration head (durations {list(src_d)}) dropped: RNN-T ASR head")
-    own = asr.state_dict()
-    fresh = [k for k in own if k.startswith(("simple_am_proj.", "simple_lm_proj."))]
-    if fresh and not any(k in state for k in fresh):
-        state.update({k: own[k] for k in fresh})
-        notes.append("pruned-loss projections (simple_am/lm_proj) freshly initialized")
-    extra = [k for k in state if k.startswith(("simple_am_proj.", "simple_lm_proj."))
-             and k not in own]
-    for k in extra:
-        del state[k]
-    if extra:
-        notes.append("stage-1 pruned-loss projections dropped (stage 2 uses the full loss)")
-    changed = sorted(k for k in dst if k not in WEIGHT_FIELDS and k != "durations"
-                     and src.get(k) != dst[k])
-    if changed:
-        notes.append("training settings changed from stage 1: " + ", ".join(changed))
-    return state, notes
-
-
 @dataclass
 class StOptions:
     """The ``[st]`` table: target tokenizer, stage-1 init, ST head shape, validation decoding."""
@@ -248,11 +197,8 @@ class StTrainer(Trainer):
         """The hierarchical model; a stage-1 ``init`` fills its ASR half."""
         model = HierarchicalTransducer(self.model_config)
         if init is not None:
-            feats = init.get("feature_config") or {}
-            if FeatureConfig.from_dict(feats) != self.feature_config:
-                raise ConfigError(f"{self.st_options.init}: its feature config differs from "
-                                  "[features]; stage 2 must extract the features stage 1 did")
-            state, notes = stage1_asr_state(init, model.asr, self.st_options.init)
+            require_same_features(init, self.feature_config, self.st_options.init)
+            state, notes = warm_start_state(init, model.asr, self.st_options.init)
             model.asr.load_state_dict(state)
             log.info("ASR half initialized from stage-1 checkpoint %s%s", self.st_options.init,
                      "".join(f"; {n}" for n in notes))
