@@ -199,6 +199,21 @@ def test_dataset_drops_utterances_with_more_tokens_than_encoder_frames(
     assert all(len(u.tokens) <= u.duration * cut for u in slow.utterances)
 
 
+def test_dataset_excludes_the_sentences_of_held_out_sets(corpus: dict[str, Path],
+                                                         tmp_path: Path) -> None:
+    """``exclude_text_of``: a training row whose transcript (normalized: case, spacing) is a
+    sentence of a listed test set is dropped; every other row stays."""
+    tok = Tokenizer(corpus["tokenizer"])
+    full = AsrDataset([ManifestSpec(str(corpus["train"]))], tok)
+    held = tmp_path / "test.jsonl"
+    held.write_text(json.dumps({"id": "t", "audio": "t.wav", "duration": 1.0,
+                                "text": "  " + full.utterances[0].text.upper()}) + "\n")
+    kept = AsrDataset([ManifestSpec(str(corpus["train"]), exclude_text_of=[str(held)])], tok)
+    gone = {u.id for u in full.utterances} - {u.id for u in kept.utterances}
+    same_text = {u.id for u in full.utterances if u.text == full.utterances[0].text}
+    assert gone == same_text and len(kept) == len(full) - len(same_text) > 0
+
+
 def test_bad_audio_is_logged_once_and_skipped(
     corpus: dict[str, Path], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -48,11 +48,17 @@ class ManifestSpec:
     ``repeat`` scales how often each utterance appears per epoch: 3.0 means three times, 0.5
     means a random half (a different half every epoch). This is how a small real-speech set is
     up-weighted against a large synthetic corpus without copying files.
+
+    ``exclude_text_of`` lists manifests (test or dev sets) whose sentences must not be trained
+    on: a row of ``manifest`` whose normalized transcript is one of theirs is dropped (and
+    counted in the log). Why: an extra corpus built from the same text source as the test
+    sets (e.g. the Bible side of the speech-translation corpus) may contain test sentences.
     """
 
     manifest: str
     repeat: float = 1.0
     name: str = ""
+    exclude_text_of: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.name:

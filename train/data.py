@@ -149,6 +149,7 @@ class AsrDataset(Dataset):
     ) -> list[Utterance]:
         dropped: Counter[str] = Counter()
         kept: list[Utterance] = []
+        excluded = {normalize_text(r.text) for m in spec.exclude_text_of for r in read_manifest(m)}
         for rec in read_manifest(spec.manifest):
             if max_utts and len(kept) >= max_utts:
                 break
@@ -157,6 +158,9 @@ class AsrDataset(Dataset):
                 dropped["duration out of range"] += 1
                 continue
             text = normalize_text(rec.text)
+            if text in excluded:
+                dropped["sentence of an excluded set"] += 1
+                continue
             tokens = tuple(tokenizer.encode(text)) if text else ()
             if not tokens:
                 dropped["empty transcript"] += 1
