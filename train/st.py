@@ -53,7 +53,6 @@ __all__ = ["ParallelDataset", "StBatch", "StOptions", "StTrainer", "load_st_conf
 log = logging.getLogger("edgeasr.train.st")
 
 
-#: ModelConfig fields that shape the ASR half's weights: a stage-1 checkpoint must agree on all.
 @dataclass
 class StOptions:
     """The ``[st]`` table: target tokenizer, stage-1 init, ST head shape, validation decoding."""

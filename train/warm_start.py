@@ -20,6 +20,7 @@ from .model import Transducer
 
 __all__ = ["WEIGHT_FIELDS", "require_same_features", "warm_start_state"]
 
+#: ModelConfig fields that shape the weights: a warm-start checkpoint must agree on all.
 WEIGHT_FIELDS = ("vocab_size", "feature_dim", "subsampling", "subsampling_channels", "d_model",
                  "num_layers", "num_heads", "ffn_dim", "conv_kernel", "joint_dim",
                  "predictor_dim", "context_size")
