@@ -335,6 +335,24 @@ def test_resume_continues_bit_exact(corpus: dict[str, Path], tmp_path: Path) -> 
     assert (tmp_path / "split" / "curves.png").stat().st_size > 1000
 
 
+def test_new_run_refuses_an_earlier_runs_dir_and_drops_a_stale_log(corpus: dict[str, Path],
+                                                                    tmp_path: Path) -> None:
+    """Without --resume, a folder with checkpoints is refused (starting over would rotate them
+    away); a log left by a run killed before its first checkpoint is started anew, not appended."""
+    from edgeasr.train.config import ConfigError
+    from edgeasr.train.fit import fit
+
+    exp = tmp_path / "run"
+    exp.mkdir()
+    (exp / "log.jsonl").write_text(json.dumps({"kind": "train", "step": 7, "loss": 9.0}) + "\n")
+    fit(tiny_config(corpus, "loop.max_steps=2"), exp)
+    log = [json.loads(x) for x in (exp / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["kind"] == "train"] == [1, 2]
+    with pytest.raises(ConfigError, match="--resume"):
+        fit(tiny_config(corpus, "loop.max_steps=4"), exp)
+    assert load_checkpoint(exp / "step-2.pt")["step"] == 2
+
+
 def test_resume_from_epoch_end_starts_the_next_epoch(corpus: dict[str, Path],
                                                      tmp_path: Path) -> None:
     """Resuming from ``epoch-1.pt`` continues with epoch 2 (it used to replay epoch 1): two

@@ -162,7 +162,12 @@ class Trainer:
         _setup_logging(self.exp_dir / "train.log" if self.dist.is_main else None,
                        logging.INFO if self.dist.is_main else logging.WARNING)
 
-        self.resumed_from = latest_checkpoint(self.exp_dir) if resume else None
+        self.resumed_from = latest_checkpoint(self.exp_dir)
+        if not resume and self.resumed_from is not None:
+            # Starting over would rotate the earlier run's checkpoints away (keep_last).
+            raise ConfigError(f"{self.exp_dir} holds checkpoints of an earlier run (latest "
+                             f"{self.resumed_from.name}): pass --resume to continue it, or "
+                             "choose a new --exp-dir")
         if resume and self.resumed_from is None:
             log.info("--resume: no checkpoint in %s, starting from scratch", self.exp_dir)
         ckpt = load_checkpoint(self.resumed_from) if self.resumed_from else None
@@ -205,8 +210,11 @@ class Trainer:
             self.load_state_dict(ckpt)
             log.info("resumed from %s at step %d, epoch %d, batch %d", self.resumed_from,
                      self.step, self.epoch, self.batches_done)
-        elif init_state is None and config.loop.cmvn_utts > 0:
-            self._init_cmvn()
+        else:
+            if self.dist.is_main:  # records of a killed run that never checkpointed
+                (self.exp_dir / "log.jsonl").unlink(missing_ok=True)
+            if init_state is None and config.loop.cmvn_utts > 0:
+                self._init_cmvn()
 
         self.ddp: nn.Module = self.objective()
         if self.dist.distributed:
@@ -612,7 +620,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", type=Path, help="training config (TOML)")
     parser.add_argument("--exp-dir", type=Path, required=True, help="output folder")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from the newest checkpoint in --exp-dir (if any)")
+                        help="continue from the newest checkpoint in --exp-dir (if any); without "
+                             "it, a folder that holds checkpoints is refused")
     parser.add_argument("--init", default="", metavar="CHECKPOINT",
                         help="start from these weights with a fresh optimizer, e.g. the shipped "
                              "models/default/checkpoint.pt (its tokenizer and CMVN are kept; "
