@@ -149,6 +149,20 @@ def test_stage_errors_are_named(corpus: dict[str, Path], tmp_path: Path) -> None
                        str(tmp_path / "bad.pt"), "--exp-dir", str(tmp_path / "b")]) == 2
 
 
+def test_init_allows_new_training_settings_but_not_a_new_network(
+        stages: dict[str, Path], corpus: dict[str, Path], tmp_path: Path) -> None:
+    """A stage may change training-only settings of its --init model (here the predictor
+    masking); a different network shape is refused before training."""
+    _stage("--stage", "llama", "--init", str(stages["a"]), "--lm", str(corpus["lm"]),
+           "--exp-dir", str(tmp_path / "ok"), "--set", "loop.max_steps=1",
+           "--set", "model.mask_prob=0.1")
+    assert "mask_prob" in (tmp_path / "ok" / "train.log").read_text()
+    assert train_main(["transducer-llama", "--stage", "llama", "--init", str(stages["a"]),
+                       "--lm", str(corpus["lm"]), "--exp-dir", str(tmp_path / "bad"),
+                       "--set", "loop.max_steps=1", "--set", "model.num_layers=3"]) == 2
+    assert latest_checkpoint(tmp_path / "bad") is None
+
+
 def test_mwer_lowers_expected_word_errors_on_a_fixed_batch() -> None:
     """A few MWER steps on one toy batch (N-best regenerated each step, as in the stage)
     lower the expected number of word errors of the model's N-best list."""

@@ -44,11 +44,12 @@ from edgeasr.text import normalize_text
 from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from .config import ConfigError, ManifestSpec, TrainConfig, apply_overrides, load_config
 from .data import AsrDataset, Batch
-from .fit import Trainer, _require_model_config
+from .fit import Trainer
 from .llama.train_lm import load_lm
 from .model import ModelConfig
 from .model.factorized import FactorizedConfig, FactorizedTransducer, build_lm, lm_record
 from .nbest import MwerObjective, decode_nbest
+from .warm_start import require_same_features, require_same_network
 
 __all__ = ["STAGES", "FactorizedTrainer", "StageOptions", "load_factorized"]
 
@@ -161,7 +162,10 @@ class FactorizedTrainer(Trainer):
                 raise CheckpointError(f"{self.resumed_from}: not a transducer-llama checkpoint")
             return _build(self.model_config, ckpt["factorized"])
         opts = self.opts
-        _require_model_config(init, self.model_config.to_dict(), opts.init)
+        if init is not None:  # same network and features; training-only settings may differ
+            require_same_features(init, self.feature_config, opts.init)
+            for note in require_same_network(init, self.model_config.to_dict(), opts.init):
+                log.info("init %s: %s", opts.init, note)
         prev = (init or {}).get("factorized")
         base = FactorizedConfig.from_dict(prev["config"]) if prev else FactorizedConfig()
         fcfg = FactorizedConfig(

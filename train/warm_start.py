@@ -18,7 +18,8 @@ from edgeasr.features import FeatureConfig
 from .config import ConfigError
 from .model import Transducer
 
-__all__ = ["WEIGHT_FIELDS", "require_same_features", "warm_start_state"]
+__all__ = ["WEIGHT_FIELDS", "require_same_features", "require_same_network",
+           "warm_start_state"]
 
 #: ModelConfig fields that shape the weights: a warm-start checkpoint must agree on all.
 WEIGHT_FIELDS = ("vocab_size", "feature_dim", "subsampling", "subsampling_channels", "d_model",
@@ -41,16 +42,10 @@ def warm_start_state(init: dict[str, Any], model: Transducer, what: str
       start from ``model``'s fresh initialization when ``init`` trained with the full loss, and
       are dropped in the opposite case.
     """
+    notes = require_same_network(init, model.cfg.to_dict(), what)
     src, dst = init["model_config"], model.cfg.to_dict()
-    bad = [f"{k} {src.get(k)!r} != {dst[k]!r}" for k in WEIGHT_FIELDS if src.get(k) != dst[k]]
     src_d, dst_d = tuple(src.get("durations") or ()), tuple(dst["durations"] or ())
-    if dst_d and src_d != dst_d:
-        bad.append(f"durations {list(src_d)} != {list(dst_d)}")
-    if bad:
-        raise ConfigError(f"{what}: its network differs from [model] ({'; '.join(bad)});"
-                          " copy its [model] shape into the config")
     state = dict(init["model"])
-    notes: list[str] = []
     if src_d and not dst_d:
         for k in [k for k in state if k.startswith("joint.duration_head.")]:
             del state[k]
@@ -66,11 +61,26 @@ def warm_start_state(init: dict[str, Any], model: Transducer, what: str
         del state[k]
     if extra:
         notes.append("pruned-loss projections of the init checkpoint dropped (full loss here)")
+    return state, notes
+
+
+def require_same_network(init: dict[str, Any], dst: dict[str, Any], what: str) -> list[str]:
+    """Refuse checkpoint ``init`` unless its network shape (:data:`WEIGHT_FIELDS`, and the TDT
+    durations when ``dst``, a ``ModelConfig`` dict, has a duration head) is ``dst``'s; return a
+    note naming the training-only settings that differ (empty when none do)."""
+    src = init.get("model_config") or {}
+    bad = [f"{k} {src.get(k)!r} != {dst[k]!r}" for k in WEIGHT_FIELDS if src.get(k) != dst[k]]
+    src_d, dst_d = tuple(src.get("durations") or ()), tuple(dst.get("durations") or ())
+    if dst_d and src_d != dst_d:
+        bad.append(f"durations {list(src_d)} != {list(dst_d)}")
+    if bad:
+        raise ConfigError(f"{what}: its network differs from [model] ({'; '.join(bad)});"
+                          " copy its [model] shape into the config")
     changed = sorted(k for k in dst if k not in WEIGHT_FIELDS and k != "durations"
                      and src.get(k) != dst[k])
-    if changed:
-        notes.append("training settings changed from the init checkpoint: " + ", ".join(changed))
-    return state, notes
+    if not changed:
+        return []
+    return ["training settings changed from the init checkpoint: " + ", ".join(changed)]
 
 
 def require_same_features(init: dict[str, Any], features: FeatureConfig, what: str) -> None:
