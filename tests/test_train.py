@@ -214,6 +214,33 @@ def test_dataset_excludes_the_sentences_of_held_out_sets(corpus: dict[str, Path]
     assert gone == same_text and len(kept) == len(full) - len(same_text) > 0
 
 
+def test_speed_perturbation_adds_one_copy_per_factor(corpus: dict[str, Path]) -> None:
+    """``speeds``: one copy of each utterance per factor; a copy at speed f is 1/f as long and
+    its pitch f times as high (the test wavs are sines), and its example id says so."""
+    tok = Tokenizer(corpus["tokenizer"])
+    plain = AsrDataset([ManifestSpec(str(corpus["train"]))], tok)
+    ds = AsrDataset([ManifestSpec(str(corpus["train"]), speeds=[0.9, 1.0, 1.1])], tok)
+    assert len(ds) == 3 * len(plain)
+    assert ds.total_hours == pytest.approx(plain.total_hours * (1 / 0.9 + 1 + 1 / 1.1))
+    by_speed = {u.speed: i for i, u in enumerate(ds.utterances) if u.id == "u5"}
+    assert sorted(by_speed) == [0.9, 1.0, 1.1]
+
+    def pitch(x: np.ndarray) -> float:
+        spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+        return float(np.argmax(spec) * 16000 / len(x))
+
+    x1, x11 = ds.load_samples(by_speed[1.0]), ds.load_samples(by_speed[1.1])
+    assert len(x11) == pytest.approx(len(x1) / 1.1, abs=2)
+    assert pitch(x11) / pitch(x1) == pytest.approx(1.1, rel=0.02)
+    assert ds[by_speed[1.1]].id == "u5_sp1.1" and ds[by_speed[1.0]].id == "u5"
+    assert len(ds[by_speed[0.9]].features) > len(ds[by_speed[1.0]].features)
+    for bad in ([], [0.9, 0.9], [3.0]):
+        with pytest.raises(ConfigError, match="speeds"):
+            load_config(CONFIGS / "tiny.toml", [
+                f"tokenizer={json.dumps(str(corpus['tokenizer']))}",
+                f'data.train=[{{manifest={json.dumps(str(corpus["train"]))}, speeds={bad}}}]'])
+
+
 def test_bad_audio_is_logged_once_and_skipped(
     corpus: dict[str, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -339,7 +366,6 @@ def test_new_run_refuses_an_earlier_runs_dir_and_drops_a_stale_log(corpus: dict[
                                                                     tmp_path: Path) -> None:
     """Without --resume, a folder with checkpoints is refused (starting over would rotate them
     away); a log left by a run killed before its first checkpoint is started anew, not appended."""
-    from edgeasr.train.config import ConfigError
     from edgeasr.train.fit import fit
 
     exp = tmp_path / "run"

@@ -53,12 +53,18 @@ class ManifestSpec:
     on: a row of ``manifest`` whose normalized transcript is one of theirs is dropped (and
     counted in the log). Why: an extra corpus built from the same text source as the test
     sets (e.g. the Bible side of the speech-translation corpus) may contain test sentences.
+
+    ``speeds`` is speed perturbation as in Kaldi and icefall: each utterance appears once per
+    factor, resampled so that it plays that much faster (0.9 = 10 % slower and lower). Why: a
+    corpus of few voices gains new pitches, formants and speaking rates for free; a factor
+    list, not a random draw, keeps every epoch (and an exact resume) deterministic.
     """
 
     manifest: str
     repeat: float = 1.0
     name: str = ""
     exclude_text_of: list[str] = field(default_factory=list)
+    speeds: list[float] = field(default_factory=lambda: [1.0])
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -154,6 +160,10 @@ class TrainConfig:
                     raise ConfigError(f"{where}[{i}].manifest is empty")
                 if not s.repeat > 0:
                     raise ConfigError(f"{where}[{i}].repeat must be > 0, got {s.repeat}")
+                if (not s.speeds or len(set(s.speeds)) != len(s.speeds)
+                        or not all(0.5 <= f <= 2.0 for f in s.speeds)):
+                    raise ConfigError(f"{where}[{i}].speeds must be distinct factors in "
+                                      f"[0.5, 2.0], got {s.speeds}")
             names = [s.name for s in specs]
             if len(set(names)) != len(names):
                 raise ConfigError(f"{where}: manifest names must be unique, got {names}")

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from edgeasr.audio import AudioError, load_audio
+from edgeasr.audio import AudioError, load_audio, resample
 from edgeasr.features import FeatureConfig, compute_features
 from edgeasr.manifest import read_manifest
 from edgeasr.text import normalize_text
@@ -63,6 +63,9 @@ class Utterance:
     duration: float
     offset: float = 0.0
     source: str = ""
+    #: Speed perturbation factor (``duration`` is the perturbed length: source length / speed;
+    #: ``id`` stays the manifest's, so that recipes can look its row up; examples say ``_spF``).
+    speed: float = 1.0
 
 
 @dataclass
@@ -153,10 +156,6 @@ class AsrDataset(Dataset):
         for rec in read_manifest(spec.manifest):
             if max_utts and len(kept) >= max_utts:
                 break
-            duration = float(rec.duration)
-            if not min_duration <= duration <= max_duration:
-                dropped["duration out of range"] += 1
-                continue
             text = normalize_text(rec.text)
             if text in excluded:
                 dropped["sentence of an excluded set"] += 1
@@ -165,27 +164,34 @@ class AsrDataset(Dataset):
             if not tokens:
                 dropped["empty transcript"] += 1
                 continue
-            if len(tokens) > duration * frame_rate:
-                dropped["more tokens than encoder frames"] += 1
-                continue
-            kept.append(
-                Utterance(
-                    id=str(rec.id),
-                    audio=str(rec.audio),
-                    text=text,
-                    tokens=tokens,
-                    duration=duration,
-                    offset=float(getattr(rec, "offset", 0.0) or 0.0),
-                    source=spec.name,
+            for speed in spec.speeds:
+                duration = float(rec.duration) / speed
+                if not min_duration <= duration <= max_duration:
+                    dropped["duration out of range"] += 1
+                    continue
+                if len(tokens) > duration * frame_rate:
+                    dropped["more tokens than encoder frames"] += 1
+                    continue
+                kept.append(
+                    Utterance(
+                        id=str(rec.id),
+                        audio=str(rec.audio),
+                        text=text,
+                        tokens=tokens,
+                        duration=duration,
+                        offset=float(getattr(rec, "offset", 0.0) or 0.0),
+                        source=spec.name,
+                        speed=speed,
+                    )
                 )
-            )
         detail = ", ".join(f"{n} {why}" for why, n in dropped.items())
         log.info(
-            "%s: %d utterances (%.2f h) x%.2f%s",
+            "%s: %d utterances (%.2f h) x%.2f%s%s",
             spec.manifest,
             len(kept),
             sum(u.duration for u in kept) / 3600,
             spec.repeat,
+            "" if spec.speeds == [1.0] else f", speeds {spec.speeds}",
             f"; dropped {detail}" if detail else "",
         )
         return kept
@@ -202,15 +208,19 @@ class AsrDataset(Dataset):
         return sum(self.durations) / 3600
 
     def load_samples(self, i: int) -> np.ndarray:
-        """Decode utterance ``i`` to 16 kHz mono float32 (segment by offset/duration)."""
+        """Decode utterance ``i`` to 16 kHz mono float32 (segment by offset/duration), speed
+        perturbed by its factor (the samples, read as if recorded at ``rate * speed``, are
+        resampled to ``rate``)."""
         u = self.utterances[i]
-        x = load_audio(u.audio, self.feature_config.sample_rate)
+        rate = self.feature_config.sample_rate
+        x = load_audio(u.audio, rate)
         if u.offset > 0:
-            rate = self.feature_config.sample_rate
             start = int(round(u.offset * rate))
-            x = x[start : start + int(round(u.duration * rate))]
+            x = x[start : start + int(round(u.duration * u.speed * rate))]
             if x.size == 0:
                 raise AudioError(u.audio, f"segment at offset {u.offset}s is past the end")
+        if u.speed != 1.0:
+            x = resample(x, int(round(rate * u.speed)), rate)
         return x
 
     def __getitem__(self, i: int) -> Example | None:
@@ -222,7 +232,8 @@ class AsrDataset(Dataset):
                 self._reported.add(u.audio)
                 log.warning("skipping utterance %s: %s", u.id, e)
             return None
-        return Example(id=u.id, text=u.text, features=feats, tokens=u.tokens)
+        uid = u.id if u.speed == 1.0 else f"{u.id}_sp{u.speed:g}"
+        return Example(id=uid, text=u.text, features=feats, tokens=u.tokens)
 
     @staticmethod
     def collate_batch(examples: list[Example | None]) -> Batch | None:
