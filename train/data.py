@@ -156,6 +156,12 @@ class AsrDataset(Dataset):
         for rec in read_manifest(spec.manifest):
             if max_utts and len(kept) >= max_utts:
                 break
+            speeds = [f for f in spec.speeds
+                      if min_duration <= float(rec.duration) / f <= max_duration]
+            if len(speeds) < len(spec.speeds):  # counted per copy
+                dropped["duration out of range"] += len(spec.speeds) - len(speeds)
+            if not speeds:  # before tokenizing: no copy of this row is kept
+                continue
             text = normalize_text(rec.text)
             if text in excluded:
                 dropped["sentence of an excluded set"] += 1
@@ -164,11 +170,8 @@ class AsrDataset(Dataset):
             if not tokens:
                 dropped["empty transcript"] += 1
                 continue
-            for speed in spec.speeds:
+            for speed in speeds:
                 duration = float(rec.duration) / speed
-                if not min_duration <= duration <= max_duration:
-                    dropped["duration out of range"] += 1
-                    continue
                 if len(tokens) > duration * frame_rate:
                     dropped["more tokens than encoder frames"] += 1
                     continue
