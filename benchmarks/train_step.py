@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import time
-import tomllib
 from pathlib import Path
 
 import torch
+from edgeasr.train.config import read_config
 from edgeasr.train.model import ModelConfig, Transducer
 
 ROWS: dict[str, dict[str, object]] = {
@@ -34,17 +34,8 @@ ROWS: dict[str, dict[str, object]] = {
 
 
 def model_config(toml_path: Path, **overrides: object) -> ModelConfig:
-    raw = tomllib.loads(toml_path.read_text())
-    d = dict(raw.get("model", {}))
-    d.update(overrides)
-    for k in ("durations", "train_chunk_sizes"):
-        if k in d:
-            d[k] = tuple(d[k])
-    if isinstance(d.get("specaugment"), dict):
-        from edgeasr.train.model.config import SpecAugmentConfig
-
-        d["specaugment"] = SpecAugmentConfig(**d["specaugment"])
-    return ModelConfig(**d)
+    """The [model] of a training config (its ``base`` resolved) with ``overrides`` applied."""
+    return ModelConfig.from_dict({**read_config(toml_path).get("model", {}), **overrides})
 
 
 def time_step(cfg: ModelConfig, batch: int, seconds: float, tokens: int, repeats: int) -> float:

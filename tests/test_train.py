@@ -20,7 +20,13 @@ from edgeasr.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from edgeasr.train.config import ConfigError, ManifestSpec, OptimConfig, load_config
+from edgeasr.train.config import (
+    ConfigError,
+    ManifestSpec,
+    OptimConfig,
+    load_config,
+    read_config,
+)
 from edgeasr.train.data import AsrDataset, collate, global_cmvn, make_loader, sampler_for
 from edgeasr.train.sampler import DynamicBucketSampler
 
@@ -68,7 +74,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 # ---------------------------------------------------------------------------- config
 def test_shipped_configs_load_and_validate() -> None:
-    for name in ("default.toml", "tiny.toml"):
+    for name in ("default.toml", "default_anneal.toml", "default_stage3.toml",
+                 "default_speed.toml", "hent_srt_stage1.toml", "tiny.toml"):
         cfg = load_config(CONFIGS / name)
         assert cfg.data.train and cfg.data.max_duration > 0
         assert cfg.to_dict()["optim"]["betas"] == list(cfg.optim.betas)
@@ -88,6 +95,54 @@ def test_config_overrides_and_errors(tmp_path: Path) -> None:
     bad.write_text("seed = [unclosed")
     with pytest.raises(ConfigError, match="invalid TOML"):
         load_config(bad)
+
+
+def test_config_base_merges_tables_and_replaces_other_values(tmp_path: Path) -> None:
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "first.toml").write_text(
+        'tokenizer = "tok.model"\nseed = 1\n'
+        '[data]\ntrain = [{ manifest = "a.jsonl" }, { manifest = "b.jsonl" }]\n'
+        '[optim]\nlr = 2e-3\nwarmup_steps = 250\n'
+        '[model]\nd_model = 32\nmask_prob = 0.5\nspecaugment = { num_time_masks = 4 }\n')
+    # a base named relative to the file that names it, not to the working directory
+    (tmp_path / "stages" / "second.toml").write_text(
+        'base = "../first.toml"\nseed = 2\n'
+        '[data]\ntrain = [{ manifest = "c.jsonl" }]\n'
+        '[optim]\nlr = 3e-4\n'
+        '[model]\nspecaugment = { max_time_fraction = 0.1 }\n')
+    (tmp_path / "stages" / "third.toml").write_text(
+        'base = "second.toml"\n[model]\nmask_prob = 0.2\n')
+    raw = read_config(tmp_path / "stages" / "third.toml", ["optim.warmup_steps=100"])
+    assert "base" not in raw
+    assert (raw["tokenizer"], raw["seed"]) == ("tok.model", 2)
+    assert raw["data"]["train"] == [{"manifest": "c.jsonl"}]  # arrays replace, never append
+    assert raw["optim"] == {"lr": 3e-4, "warmup_steps": 100}  # tables merge; overrides last
+    assert raw["model"] == {"d_model": 32, "mask_prob": 0.2,
+                            "specaugment": {"num_time_masks": 4, "max_time_fraction": 0.1}}
+    # the shipped stages resolve to their own data and schedule over stage 1's network
+    stage1 = read_config(CONFIGS / "default.toml")
+    speed = read_config(CONFIGS / "default_speed.toml")
+    assert speed["features"] == stage1["features"]
+    training_only = ("mask_prob", "full_context_prob")
+    assert {k: v for k, v in speed["model"].items() if k not in training_only} \
+        == {k: v for k, v in stage1["model"].items() if k not in training_only}
+    assert all(s["speeds"] == [0.9, 1.0, 1.1] for s in speed["data"]["train"])
+    assert (speed["optim"]["total_steps"], speed["seed"]) == (2000, 44)
+
+
+def test_config_base_errors_name_the_file(tmp_path: Path) -> None:
+    (tmp_path / "a.toml").write_text('base = "b.toml"\n')
+    (tmp_path / "b.toml").write_text('base = "a.toml"\n')
+    cycle = r"name each other as base .*a\.toml -> .*b\.toml -> .*a\.toml"
+    with pytest.raises(ConfigError, match=cycle):
+        read_config(tmp_path / "a.toml")
+    (tmp_path / "c.toml").write_text('base = "missing.toml"\n')
+    missing = r"missing\.toml: config file not found \(the base of .*c\.toml\)"
+    with pytest.raises(ConfigError, match=missing):
+        read_config(tmp_path / "c.toml")
+    (tmp_path / "d.toml").write_text("base = 3\n")
+    with pytest.raises(ConfigError, match="base must be the path of another config, got 3"):
+        load_config(tmp_path / "d.toml")
 
 
 def test_learning_rate_schedules() -> None:
@@ -234,6 +289,11 @@ def test_speed_perturbation_adds_one_copy_per_factor(corpus: dict[str, Path]) ->
     assert pitch(x11) / pitch(x1) == pytest.approx(1.1, rel=0.02)
     assert ds[by_speed[1.1]].id == "u5_sp1.1" and ds[by_speed[1.0]].id == "u5"
     assert len(ds[by_speed[0.9]].features) > len(ds[by_speed[1.0]].features)
+    # max_utts counts manifest rows, each with all its copies (not copies, cut mid-row)
+    few = AsrDataset([ManifestSpec(str(corpus["train"]), speeds=[0.9, 1.0, 1.1])], tok, max_utts=2)
+    assert [(u.id, u.speed) for u in few.utterances] == [
+        (u.id, u.speed) for u in ds.utterances[:6]]
+    assert len({u.id for u in few.utterances}) == 2
     for bad in ([], [0.9, 0.9], [3.0]):
         with pytest.raises(ConfigError, match="speeds"):
             load_config(CONFIGS / "tiny.toml", [

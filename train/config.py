@@ -1,8 +1,9 @@
 """Typed training configuration, loaded from TOML.
 
-A training run is described by one TOML file (see ``train/configs/default.toml``); the file is
-parsed into the dataclasses below, checked by :meth:`TrainConfig.validate`, and stored verbatim
-(as a dict) in every checkpoint so that a run can be resumed or audited without the file.
+A training run is described by one TOML file (see ``train/configs/default.toml``), or by a
+file of changes to another one (``base = "default.toml"``, see :func:`read_config`); the file is
+parsed into the dataclasses below, checked by :meth:`TrainConfig.validate`, and stored resolved
+(as a dict) in every checkpoint so that a run can be resumed or audited without the files.
 
 The ``[model]`` and ``[features]`` tables are kept as plain dicts here: their schemas belong to
 :mod:`edgeasr.train.model` (``ModelConfig``) and :mod:`edgeasr.features` (``FeatureConfig``),
@@ -239,18 +240,52 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
 
 
 def read_config(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    """The TOML of a config file as a dict, ``section.key=value`` overrides applied, not yet
-    validated: a command whose config adds tables to the fit config (``edgeasr-train st``'s
-    ``[st]``) takes them out of it before :meth:`TrainConfig.from_dict` sees the rest."""
-    path = Path(path)
+    """The TOML of a config file as a dict, its ``base`` resolved and ``section.key=value``
+    overrides applied, not yet validated: a command whose config adds tables to the fit config
+    (``edgeasr-train st``'s ``[st]``) takes them out of it before :meth:`TrainConfig.from_dict`
+    sees the rest.
+
+    ``base = "other.toml"`` (a path relative to this file) makes the file a set of changes to
+    another config, as a later training stage is of the one before it: tables merge key by key,
+    every other value (numbers, strings, arrays such as ``data.train``) replaces the base's.
+    Why: a stage config that copies its base drifts from it (a warm start needs the same
+    ``[model]`` and ``[features]``), and its reader cannot see what the stage changed."""
+    raw = _read_with_base(Path(path), ())
+    apply_overrides(raw, overrides or [])
+    return raw
+
+
+def _read_with_base(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """``path``'s TOML merged over its base's (recursively); ``chain`` catches cycles."""
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+        where = f" (the base of {chain[-1]})" if chain else ""
+        raise ConfigError(f"{path}: config file not found{where}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML ({e})") from None
-    apply_overrides(raw, overrides or [])
-    return raw
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: base must be the path of another config, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    seen = (*chain, path.resolve())
+    if base_path in seen:
+        cycle = " -> ".join(str(p) for p in (*seen, base_path))
+        raise ConfigError(f"{path}: configs name each other as base ({cycle})")
+    return _merge(_read_with_base(base_path, seen), raw)
+
+
+def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` applied: tables merged recursively, other values replaced."""
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> None:

@@ -112,7 +112,8 @@ class AsrDataset(Dataset):
             :func:`edgeasr.text.normalize_text` first (idempotent on clean text).
         feature_config: the fbank definition (sherpa-onnx defaults).
         min_duration, max_duration: utterances outside this range (seconds) are dropped.
-        max_utts: keep only the first N utterances of each manifest (0 = all); for
+        max_utts: keep only the first N usable utterances of each manifest (0 = all), each
+            with all its speed copies (so N rows make N x len(speeds) examples); for
             validation subsets and tests.
         frame_rate: encoder frames per second of the model to train: utterances with more
             tokens than encoder frames are dropped (CTC cannot align them).
@@ -152,9 +153,10 @@ class AsrDataset(Dataset):
     ) -> list[Utterance]:
         dropped: Counter[str] = Counter()
         kept: list[Utterance] = []
+        rows = 0  # manifest rows with at least one copy kept (what max_utts counts)
         excluded = {normalize_text(r.text) for m in spec.exclude_text_of for r in read_manifest(m)}
         for rec in read_manifest(spec.manifest):
-            if max_utts and len(kept) >= max_utts:
+            if max_utts and rows >= max_utts:
                 break
             speeds = [f for f in spec.speeds
                       if min_duration <= float(rec.duration) / f <= max_duration]
@@ -170,6 +172,7 @@ class AsrDataset(Dataset):
             if not tokens:
                 dropped["empty transcript"] += 1
                 continue
+            copies = len(kept)
             for speed in speeds:
                 duration = float(rec.duration) / speed
                 if len(tokens) > duration * frame_rate:
@@ -187,6 +190,7 @@ class AsrDataset(Dataset):
                         speed=speed,
                     )
                 )
+            rows += len(kept) > copies
         detail = ", ".join(f"{n} {why}" for why, n in dropped.items())
         log.info(
             "%s: %d utterances (%.2f h) x%.2f%s%s",
