@@ -50,13 +50,34 @@ def _parse_sets(items: list[str]) -> dict[str, Path]:
 
 
 def decoding_config(spec: str) -> DecodingConfig:
-    """``greedy``, ``beam``, ... or ``gated@θ`` (θ_IAM; θ_HAT stays the bundle's)."""
-    method, _, theta = spec.partition("@")
-    if not theta:
-        return DecodingConfig(method=method)
-    if method != "gated":
-        raise SystemExit(f"--decoders {spec!r}: only gated takes @θ")
-    return DecodingConfig(method=method, iam_threshold=float(theta))
+    """``METHOD[@θ][:bp=PENALTY]``: ``greedy``, ``beam``, ..., ``gated@0.9`` (θ_IAM; θ_HAT
+    stays the bundle's), ``greedy:bp=0.5`` (a blank penalty, so that one run can sweep it on
+    the same audio)."""
+    head, _, opts = spec.partition(":")
+    method, _, theta = head.partition("@")
+    kwargs: dict[str, Any] = {"method": method}
+    if theta:
+        if method != "gated":
+            raise SystemExit(f"--decoders {spec!r}: only gated takes @θ")
+        kwargs["iam_threshold"] = _number(spec, theta)
+    for opt in filter(None, opts.split(":")):
+        key, sep, value = opt.partition("=")
+        if key != "bp" or not sep:
+            raise SystemExit(f"--decoders {spec!r}: unknown option {opt!r} (expected bp=PENALTY)")
+        kwargs["blank_penalty"] = _number(spec, value)
+    config = DecodingConfig(**kwargs)
+    try:
+        config.validate()
+    except EdgeAsrError as e:
+        raise SystemExit(f"--decoders {spec!r}: {e}") from None
+    return config
+
+
+def _number(spec: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise SystemExit(f"--decoders {spec!r}: {text!r} is not a number") from None
 
 
 def eval_decoder(rec: Recognizer, cuts: list[Any]) -> dict[str, Any]:
@@ -117,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="NAME=MANIFEST",
                     help="a test set (repeatable)")
     ap.add_argument("--decoders", default="greedy,tdt,iam-ctc,nar",
-                    help="comma-separated decoding methods; gated@0.9 sets θ_IAM")
+                    help="comma-separated decoding methods; gated@0.9 sets θ_IAM, "
+                         "greedy:bp=0.5 a blank penalty")
     ap.add_argument("--backend", default="onnxruntime",
                     choices=["onnxruntime", "executorch", "torch"])
     ap.add_argument("--precision", default=None, choices=["fp32", "int8"])

@@ -226,3 +226,16 @@ def test_cli_rejects_missing_inputs(tmp_path, capsys) -> None:
     assert "--bundle" in capsys.readouterr().err
     assert main(["--bundle", str(tmp_path), "--manifest", "x", "--out", str(tmp_path)]) == 2
     assert "model.json" in capsys.readouterr().err
+
+
+def test_wer_table_decoder_specs_carry_threshold_and_blank_penalty() -> None:
+    from benchmarks.wer_table import decoding_config
+
+    assert decoding_config("greedy").blank_penalty == 0.0
+    g = decoding_config("gated@0.8:bp=-0.5")
+    assert (g.method, g.iam_threshold, g.blank_penalty) == ("gated", 0.8, -0.5)
+    assert decoding_config("beam:bp=1").blank_penalty == 1.0
+    for bad, match in [("greedy@0.9", "only gated"), ("greedy:bp=x", "not a number"),
+                       ("greedy:lm=1", "unknown option"), ("greedy:bp=nan", "NaN")]:
+        with pytest.raises(SystemExit, match=match):
+            decoding_config(bad)
