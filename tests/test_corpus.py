@@ -16,6 +16,7 @@ from edgeasr.train.corpus.sentences import NearDupIndex, collect_sentences
 from edgeasr.train.corpus.text_sources import split_sentences
 from edgeasr.train.corpus.voices import Voice, all_voices, engine_available, synthesize
 
+from edgeasr.errors import EdgeAsrError
 from edgeasr.text import normalize_text
 
 SR = 16000
@@ -168,6 +169,39 @@ def test_voice_split_holds_out_whole_voices_accents_and_variants() -> None:
         if v.engine == "espeak-ng":
             accent, _, variant = v.name.partition("+")
             assert accent not in held and variant not in held_var
+
+
+def test_dev_pico_preset_tops_up_dev_training_text_in_new_train_only_voices() -> None:
+    from edgeasr.train.corpus.cli import PRESET_NAMES
+    from edgeasr.train.corpus.presets import PRESETS
+
+    assert set(PRESET_NAMES) == set(PRESETS)
+    dev, top = get_preset("dev"), get_preset("dev-pico")
+    # the same sentence config (and seed) as dev: dev's held-out sentences stay held out
+    assert top.sentences == dev.sentences and top.voices == dev.voices
+    assert (top.dev_utts, top.test_utts, top.ood_utts) == (0, 0, 0)
+    assert dict(top.engine_weights) == {"pico": 1.0} and "pico" not in dict(dev.engine_weights)
+    pico = [v for v in all_voices() if v.engine == "pico"]
+    assert len(pico) == 6
+    split = split_voices(pico, top.voices)
+    assert len(split["train"]) == 6 and not split["dev"] and not split["test"]
+
+
+@pytest.mark.skipif(not engine_available("pico"), reason="needs py-nanotts: pip install py-nanotts")
+def test_pico_voices_are_distinct_deterministic_and_unclipped() -> None:
+    text = "the quick brown fox jumps over the lazy dog"
+    a, sr, pa = synthesize(Voice("pico", "en-US"), text, np.random.default_rng(3))
+    b, _, _ = synthesize(Voice("pico", "en-US"), text, np.random.default_rng(3))
+    c, _, pc = synthesize(Voice("pico", "en-US+high"), text, np.random.default_rng(3))
+    g, _, _ = synthesize(Voice("pico", "en-GB"), text, np.random.default_rng(3))
+    assert sr == SR and a.dtype == np.float32 and 1.5 < a.size / SR < 5
+    np.testing.assert_array_equal(a, b)
+    assert pc["pitch"] > pa["pitch"] and pc["speed"] == pa["speed"]
+    assert a.size == c.size and not np.allclose(a, c)  # same durations, another pitch
+    assert g.size != a.size  # another speaker (its own phone durations)
+    assert max(np.abs(x).max() for x in (a, c, g)) < 0.99
+    with pytest.raises(EdgeAsrError, match="no voice"):
+        synthesize(Voice("pico", "en-US+squeaky"), text, np.random.default_rng(0))
 
 
 # ---------------------------------------------------------------- transforms, exact values

