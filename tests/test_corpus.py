@@ -188,14 +188,16 @@ def test_dev_pico_preset_tops_up_dev_training_text_in_new_train_only_voices() ->
 
 
 @pytest.mark.skipif(not engine_available("pico"), reason="needs py-nanotts: pip install py-nanotts")
-def test_pico_voices_are_distinct_deterministic_and_unclipped() -> None:
+def test_pico_voices_are_distinct_repeatable_and_unclipped() -> None:
     text = "the quick brown fox jumps over the lazy dog"
     a, sr, pa = synthesize(Voice("pico", "en-US"), text, np.random.default_rng(3))
     b, _, _ = synthesize(Voice("pico", "en-US"), text, np.random.default_rng(3))
     c, _, pc = synthesize(Voice("pico", "en-US+high"), text, np.random.default_rng(3))
     g, _, _ = synthesize(Voice("pico", "en-GB"), text, np.random.default_rng(3))
     assert sr == SR and a.dtype == np.float32 and 1.5 < a.size / SR < 5
-    np.testing.assert_array_equal(a, b)
+    # durations are exact; sample values agree to a few LSBs (in a pytest-xdist worker that
+    # has run other tests Pico's output has differed by up to 5e-4 on under 1 % of samples)
+    assert a.size == b.size and np.abs(a - b).max() < 5e-3
     assert pc["pitch"] > pa["pitch"] and pc["speed"] == pa["speed"]
     assert a.size == c.size and not np.allclose(a, c)  # same durations, another pitch
     assert g.size != a.size  # another speaker (its own phone durations)
