@@ -372,6 +372,15 @@ def test_checkpoint_average_is_mean_of_parameters(tmp_path: Path) -> None:
     assert torch.equal(avg["model"]["w"], torch.full((2, 3), 3.0))
     assert avg["model"]["n"].item() == 2  # integer buffers: from the last checkpoint
     assert "optimizer" not in avg and avg["tokenizer"] == b"model-bytes"
+    # weighted (normalized): 0.5*1 + 0.25*2 + 0.25*6 = 2.5
+    soup = average_checkpoints(paths, [2, 1, 1])
+    assert torch.allclose(soup["model"]["w"], torch.full((2, 3), 2.5))
+    assert soup["average_weights"] == [0.5, 0.25, 0.25]
+    assert torch.equal(average_checkpoints(paths, [0, 0, 1])["model"]["w"],
+                       torch.full((2, 3), 6.0))
+    for bad, match in [([1, 1], "2 weights for 3"), ([1, -1, 1], ">= 0"), ([0, 0, 0], "positive")]:
+        with pytest.raises(CheckpointError, match=match):
+            average_checkpoints(paths, bad)
 
 
 def test_rng_state_roundtrip() -> None:
@@ -505,6 +514,14 @@ def test_load_for_inference_and_average_command(corpus: dict[str, Path], tmp_pat
         if torch.is_floating_point(v):
             torch.testing.assert_close(v, (a[k] + b[k]) / 2, rtol=0, atol=1e-7)
     assert not model.training
+    soup = tmp_path / "soup.pt"
+    assert cli_main(["average", *map(str, epochs), "--weights", "1", "3", "--out", str(soup)]) == 0
+    model, _, _ = load_for_inference(soup)
+    for k, v in model.state_dict().items():
+        if torch.is_floating_point(v):
+            torch.testing.assert_close(v, 0.25 * a[k] + 0.75 * b[k], rtol=0, atol=1e-6)
+    with pytest.raises(SystemExit, match="1 weights for 2 checkpoints"):
+        cli_main(["average", *map(str, epochs), "--weights", "1", "--out", str(soup)])
 
 
 def test_tokenizer_command(tmp_path: Path, corpus: dict[str, Path]) -> None:

@@ -3,7 +3,8 @@
 Averaging the last few checkpoints of a run (icefall's ``--avg``) smooths out the noise of the
 final optimizer steps and usually lowers WER a little at no inference cost. ``--exp-dir DIR
 --last N`` picks the newest N ``epoch-*.pt`` / ``step-*.pt`` files of a run instead of listing
-them. The output holds no optimizer state and is what export reads.
+them. ``--weights`` makes it a weighted mean, e.g. to interpolate two fine-tunes of one model.
+The output holds no optimizer state and is what export reads.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import argparse
 import re
 from pathlib import Path
 
-from .checkpoint import average_checkpoints, save_checkpoint
+from .checkpoint import CheckpointError, average_checkpoints, save_checkpoint
 
 __all__ = ["add_arguments", "run", "newest_checkpoints"]
 
@@ -40,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--last", type=int, default=0, help="how many (with --exp-dir)")
     parser.add_argument("--kind", choices=("epoch", "step"), default="epoch",
                         help="which checkpoints --last picks (default epoch)")
+    parser.add_argument("--weights", type=float, nargs="+", default=None, metavar="W",
+                        help="one weight per checkpoint, in order (default: equal)")
     parser.add_argument("--out", type=Path, required=True, help="averaged checkpoint file")
 
 
@@ -51,6 +54,11 @@ def run(args: argparse.Namespace) -> int:
         paths += newest_checkpoints(args.exp_dir, args.last, args.kind)
     if not paths:
         raise SystemExit("no checkpoints given (list files or use --exp-dir/--last)")
-    save_checkpoint(args.out, average_checkpoints(paths))
-    print(f"wrote {args.out}: average of {len(paths)} checkpoints")
+    try:
+        averaged = average_checkpoints(paths, args.weights)
+    except CheckpointError as e:
+        raise SystemExit(f"edgeasr-train average: {e}") from None
+    save_checkpoint(args.out, averaged)
+    how = "weighted average" if args.weights else "average"
+    print(f"wrote {args.out}: {how} of {len(paths)} checkpoints")
     return 0

@@ -160,15 +160,30 @@ def rotate_checkpoints(exp_dir: str | os.PathLike[str], keep_last: int) -> list[
     return doomed
 
 
-def average_checkpoints(paths: list[str | os.PathLike[str]]) -> dict[str, Any]:
-    """Average the model parameters of several checkpoints of one run.
+def average_checkpoints(paths: list[str | os.PathLike[str]],
+                        weights: list[float] | None = None) -> dict[str, Any]:
+    """Average the model parameters of several checkpoints of one network.
 
-    Floating-point tensors are averaged in float64 and cast back; integer buffers (counters)
-    are taken from the last checkpoint. The result holds the non-training entries of the last
-    checkpoint plus ``averaged_from`` and is itself a valid checkpoint for inference.
+    The checkpoints of one run (icefall's ``--avg``), or fine-tunes of one model: weights of
+    models that share an ancestor interpolate (a "model soup"; the default model is one).
+    ``weights`` (one per checkpoint, >= 0, normalized to sum 1; default equal) makes it a
+    weighted mean. Floating-point tensors are averaged in float64 and cast back; integer
+    buffers (counters) are taken from the last checkpoint. The result holds the non-training
+    entries of the last checkpoint plus ``averaged_from`` (and ``average_weights``) and is
+    itself a valid checkpoint for inference.
     """
     if not paths:
         raise CheckpointError("average_checkpoints: no checkpoints given")
+    if weights is None:
+        w = [1.0 / len(paths)] * len(paths)
+    else:
+        if len(weights) != len(paths):
+            raise CheckpointError(
+                f"average_checkpoints: {len(weights)} weights for {len(paths)} checkpoints")
+        if any(not x >= 0 for x in weights) or not sum(weights) > 0:
+            raise CheckpointError(
+                f"average_checkpoints: weights must be >= 0 with a positive sum, got {weights}")
+        w = [float(x) / sum(weights) for x in weights]
     states = [load_checkpoint(p) for p in paths]
     keys = list(states[-1]["model"])
     for p, s in zip(paths, states, strict=True):
@@ -180,14 +195,17 @@ def average_checkpoints(paths: list[str | os.PathLike[str]]) -> dict[str, Any]:
     for k in keys:
         last = states[-1]["model"][k]
         if torch.is_floating_point(last):
-            total = sum(s["model"][k].to(torch.float64) for s in states)
-            averaged[k] = (total / len(states)).to(last.dtype)
+            total = sum(wi * s["model"][k].to(torch.float64) for wi, s in zip(w, states,
+                                                                                strict=True))
+            averaged[k] = total.to(last.dtype)
         else:
             averaged[k] = last.clone()
     out = {k: states[-1][k] for k in REQUIRED}
     out["model"] = averaged
     out["step"] = int(states[-1].get("step", 0))
     out["averaged_from"] = [str(p) for p in paths]
+    if weights is not None:
+        out["average_weights"] = w
     return out
 
 
