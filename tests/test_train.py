@@ -75,7 +75,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 # ---------------------------------------------------------------------------- config
 def test_shipped_configs_load_and_validate() -> None:
     for name in ("default.toml", "default_anneal.toml", "default_stage3.toml",
-                 "default_speed.toml", "default_pico.toml", "hent_srt_stage1.toml", "tiny.toml"):
+                 "default_speed.toml", "default_pico.toml", "default_pico_speed.toml",
+                 "hent_srt_stage1.toml", "tiny.toml"):
         cfg = load_config(CONFIGS / name)
         assert cfg.data.train and cfg.data.max_duration > 0
         assert cfg.to_dict()["optim"]["betas"] == list(cfg.optim.betas)
