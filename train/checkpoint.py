@@ -183,7 +183,8 @@ def average_checkpoints(paths: list[str | os.PathLike[str]],
         if any(not x >= 0 for x in weights) or not sum(weights) > 0:
             raise CheckpointError(
                 f"average_checkpoints: weights must be >= 0 with a positive sum, got {weights}")
-        w = [float(x) / sum(weights) for x in weights]
+        total_weight = float(sum(weights))
+        w = [float(x) / total_weight for x in weights]
     states = [load_checkpoint(p) for p in paths]
     keys = list(states[-1]["model"])
     for p, s in zip(paths, states, strict=True):
